@@ -1,0 +1,136 @@
+"""Everything the suite prints goes through here: lines, tables, progress, errors.
+
+rich renders colour and live progress on a terminal and plain, line-by-line text when the
+output is not a TTY (CI logs stay readable).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from ops.config import Settings, describe
+from ops.errors import OpsError
+
+
+@cache
+def out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+@cache
+def err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    out().print(escape(message))
+
+
+def step(message: str) -> None:
+    out().print(f"[bold cyan]→[/] {escape(message)}")
+
+
+def success(message: str) -> None:
+    out().print(f"[green]✓[/] {escape(message)}")
+
+
+def warn(message: str) -> None:
+    err().print(f"[yellow]![/] {escape(message)}")
+
+
+def failure(error: OpsError) -> None:
+    """The one red line (and its hint) a task prints before exiting non-zero."""
+    error_line(error.message, hint=error.hint)
+
+
+def error_line(message: str, *, hint: str | None = None) -> None:
+    line = f"[bold red]error:[/] {escape(message)}"
+    if hint:
+        line += f" [dim]— {escape(hint)}[/]"
+    err().print(line)
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    view = Table(title=title, title_justify="left")
+    for column in columns:
+        view.add_column(column)
+    for row in rows:
+        view.add_row(*(escape(cell) for cell in row))
+    out().print(view)
+
+
+def plan(title: str, items: Sequence[tuple[str, str]]) -> None:
+    """A dry-run or confirmation plan: one `key: value` per line."""
+    out().print(f"[bold]{escape(title)}[/]")
+    width = max((len(k) for k, _ in items), default=0)
+    for key, value in items:
+        out().print(f"  {escape(key.ljust(width))}  {escape(value)}")
+
+
+def explain(settings: Settings, names: Sequence[str]) -> None:
+    """With --verbose: show the settings a task uses and where each came from."""
+    rows = {row.name: row for row in describe(settings)}
+    for name in names:
+        row = rows[name]
+        out().print(f"[dim]  {row.name} = {escape(row.value)}  ({row.source})[/]")
+
+
+@contextmanager
+def byte_progress(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """A progress bar for a byte stream; yields ``advance(n)``.
+
+    Off a terminal, prints one line every few seconds instead of redrawing a bar.
+    """
+    console = err()
+    if not console.is_terminal:
+        started = last = time.monotonic()
+        done = 0
+
+        def advance_plain(n: int) -> None:
+            nonlocal done, last
+            done += n
+            now = time.monotonic()
+            if now - last >= 5:
+                last = now
+                console.print(f"  {description}: {_mib(done)} ({_mib(done / (now - started))}/s)")
+
+        yield advance_plain
+        elapsed = max(time.monotonic() - started, 1e-9)
+        console.print(
+            f"  {description}: {_mib(done)} in {elapsed:.1f} s ({_mib(done / elapsed)}/s)"
+        )
+        return
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task_id = progress.add_task(description, total=total)
+
+        def advance(n: int) -> None:
+            progress.advance(task_id, n)
+
+        yield advance
+
+
+def _mib(n: float) -> str:
+    return f"{n / 1048576:.1f} MiB"

@@ -1,0 +1,1 @@
+"""Invoke namespaces, one module each; thin wrappers around the library in ``ops``."""

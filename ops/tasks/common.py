@@ -1,0 +1,79 @@
+"""What every task shares: turning errors into one red line, and building the settings."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from ops import console
+from ops.config import Settings, load_settings
+from ops.errors import OpsError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["Collection", "Settings", "confirm", "debug_enabled", "ops_task", "settings_for"]
+
+
+def debug_enabled() -> bool:
+    """`inv --debug ...` (Invoke turns on root DEBUG logging) or MANIFEST_DEBUG=1."""
+    return os.environ.get("MANIFEST_DEBUG") == "1" or logging.getLogger().isEnabledFor(
+        logging.DEBUG
+    )
+
+
+def ops_task(*args: Any, **kwargs: Any) -> Any:
+    """Like ``invoke.task``, but an error becomes one red line and a non-zero exit.
+
+    Only with ``inv --debug`` does the traceback show.
+    """
+
+    def decorate(fn: F) -> Any:
+        @functools.wraps(fn)
+        def body(*a: Any, **kw: Any) -> Any:
+            try:
+                return fn(*a, **kw)
+            except OpsError as error:
+                if debug_enabled():
+                    raise
+                console.failure(error)
+                raise Exit(code=error.exit_code) from None
+            except KeyboardInterrupt:
+                console.error_line("interrupted", hint="Nothing partial was kept.")
+                raise Exit(code=130) from None
+            except Exit:
+                raise
+            except Exception as exc:
+                if debug_enabled():
+                    raise
+                console.error_line(
+                    f"unexpected {type(exc).__name__}: {exc}",
+                    hint="Run again as `inv --debug ...` for the traceback, and report it.",
+                )
+                raise Exit(code=1) from None
+
+        return task(body, **kwargs)
+
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        return decorate(args[0])
+    return decorate
+
+
+def settings_for(**flags: object | None) -> Settings:
+    """Settings from every source, with the task's flags on top (None = flag not given)."""
+    return load_settings(flags)
+
+
+def confirm(prompt: str, *, expected: str) -> bool:
+    """Ask the user to type ``expected``; no TTY (or EOF) counts as no."""
+    try:
+        answer = input(f"{prompt} ")
+    except EOFError:
+        return False
+    return answer.strip() == expected
