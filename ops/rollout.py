@@ -1,0 +1,541 @@
+"""Restart a Deployment the way kubectl does, wait for the rollout, and undo it on failure.
+
+``evaluate`` is a pure function over a Deployment (a dict as the API returns it, or the
+kubernetes client's object): the same decision ``kubectl rollout status`` makes, returned as
+a frozen value, so it is tested on recorded status objects without a cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from ops.errors import RolloutFailed, RolloutTimeout
+from ops.kube import KubeTarget, api_client, api_errors
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+Phase = Literal["observing", "progressing", "complete", "stalled", "paused"]
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+REVISION = "deployment.kubernetes.io/revision"
+TEMPLATE_HASH = "pod-template-hash"
+# Annotations kubectl keeps from the Deployment (not copied from the ReplicaSet) on undo.
+_UNDO_SKIP_ANNOTATIONS = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        "deployment.kubernetes.io/revision-history",
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "deprecated.deployment.rollback.to",
+    }
+)
+# Waiting reasons that will not fix themselves; shown while waiting and on failure.
+BAD_WAITING_REASONS = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutStatus:
+    """Where a Deployment's rollout stands, as ``kubectl rollout status`` would judge it."""
+
+    name: str
+    phase: Phase
+    message: str
+    desired: int
+    updated: int
+    ready: int
+    available: int
+    unavailable: int
+    total: int
+    generation: int
+    observed_generation: int
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "complete"
+
+    @property
+    def failed(self) -> bool:
+        return self.phase in ("stalled", "paused")
+
+    @property
+    def progress(self) -> str:
+        return (
+            f"{self.updated}/{self.desired} updated, {self.ready} ready, "
+            f"{self.available} available, {self.total - self.updated} old"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodProblem:
+    """A container of a new pod that is stuck, and why."""
+
+    pod: str
+    container: str
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        tail = f": {self.message}" if self.message else ""
+        return f"pod {self.pod} container {self.container}: {self.reason}{tail}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutResult:
+    """The end of a successful wait (or restart and wait)."""
+
+    status: RolloutStatus
+    restarted_at: str | None
+    revision: str | None
+    seconds: float
+
+
+def _field(obj: Any, *names: str) -> Any:
+    """Read a field from an API dict (camelCase) or a client object / to_dict() (snake_case)."""
+    if obj is None:
+        return None
+    for name in names:
+        if isinstance(obj, Mapping):
+            if name in obj:
+                return obj[name]
+        elif hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+def _int(obj: Any, camel: str, snake: str) -> int:
+    value = _field(obj, camel, snake)
+    return int(value) if value is not None else 0
+
+
+def evaluate(deployment: Any) -> RolloutStatus:
+    """Judge a Deployment's rollout from its spec and status (pure; no API calls)."""
+    metadata = _field(deployment, "metadata")
+    spec = _field(deployment, "spec")
+    status = _field(deployment, "status") or {}
+    name = str(_field(metadata, "name") or "?")
+    spec_replicas = _field(spec, "replicas")
+    desired = int(spec_replicas) if spec_replicas is not None else 1
+    generation = _int(metadata, "generation", "generation")
+    observed = _int(status, "observedGeneration", "observed_generation")
+    updated = _int(status, "updatedReplicas", "updated_replicas")
+    total = _int(status, "replicas", "replicas")
+    ready = _int(status, "readyReplicas", "ready_replicas")
+    available = _int(status, "availableReplicas", "available_replicas")
+    unavailable = _int(status, "unavailableReplicas", "unavailable_replicas")
+    paused = bool(_field(spec, "paused"))
+
+    def result(phase: Phase, message: str) -> RolloutStatus:
+        return RolloutStatus(
+            name=name,
+            phase=phase,
+            message=message,
+            desired=desired,
+            updated=updated,
+            ready=ready,
+            available=available,
+            unavailable=unavailable,
+            total=total,
+            generation=generation,
+            observed_generation=observed,
+        )
+
+    if generation > observed:
+        if paused:
+            return result("paused", f"Deployment {name!r} is paused")
+        return result("observing", "waiting for the Deployment controller to see the change")
+    for condition in _field(status, "conditions") or ():
+        if (
+            _field(condition, "type") == "Progressing"
+            and _field(condition, "reason") == "ProgressDeadlineExceeded"
+        ):
+            return result("stalled", f"Deployment {name!r} exceeded its progress deadline")
+    waiting: str | None = None
+    if updated < desired:
+        waiting = f"{updated} of {desired} new replicas updated"
+    elif total > updated:
+        waiting = f"{total - updated} old replicas pending termination"
+    elif available < updated:
+        waiting = f"{available} of {updated} updated replicas available"
+    elif unavailable > 0:
+        waiting = f"{unavailable} replicas unavailable"
+    if waiting is None:
+        return result("complete", f"Deployment {name!r} successfully rolled out")
+    if paused:
+        return result("paused", f"Deployment {name!r} is paused ({waiting})")
+    return result("progressing", waiting)
+
+
+def restarted_at(now: datetime | None = None) -> str:
+    """The RFC 3339 time kubectl writes into the restartedAt annotation (UTC here)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def restart_patch(when: str) -> dict[str, Any]:
+    """The strategic-merge patch `kubectl rollout restart` sends."""
+    return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: when}}}}}
+
+
+def read_status(target: KubeTarget, deployment: str) -> RolloutStatus:
+    """The Deployment's rollout status right now."""
+    with _client(target) as client:
+        return evaluate(_read(client, target.namespace, deployment))
+
+
+def restart(
+    target: KubeTarget,
+    deployment: str,
+    *,
+    timeout: float,
+    undo_on_failure: bool = False,
+    on_progress: Callable[[RolloutStatus], None] | None = None,
+    on_problem: Callable[[PodProblem], None] | None = None,
+    on_undo: Callable[[str], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> RolloutResult:
+    """Restart the Deployment as kubectl does, then wait until the rollout completes."""
+    from kubernetes.client import AppsV1Api
+
+    with _client(target) as client:
+        current = _read(client, target.namespace, deployment)
+        if bool(_field(_field(current, "spec"), "paused")):
+            raise RolloutFailed(
+                f"Deployment {deployment!r} in namespace {target.namespace!r} is paused",
+                hint=f"Resume it first: kubectl -n {target.namespace} rollout resume "
+                f"deployment/{deployment}",
+            )
+        when = restarted_at()
+        with api_errors("Deployment", name=deployment, namespace=target.namespace):
+            AppsV1Api(client).patch_namespaced_deployment(
+                deployment, target.namespace, restart_patch(when)
+            )
+        result = _wait(
+            client,
+            target.namespace,
+            deployment,
+            timeout=timeout,
+            undo_on_failure=undo_on_failure,
+            on_progress=on_progress,
+            on_problem=on_problem,
+            on_undo=on_undo,
+            poll_seconds=poll_seconds,
+        )
+    return RolloutResult(
+        status=result.status,
+        restarted_at=when,
+        revision=result.revision,
+        seconds=result.seconds,
+    )
+
+
+def wait(
+    target: KubeTarget,
+    deployment: str,
+    *,
+    timeout: float,
+    undo_on_failure: bool = False,
+    on_progress: Callable[[RolloutStatus], None] | None = None,
+    on_problem: Callable[[PodProblem], None] | None = None,
+    on_undo: Callable[[str], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> RolloutResult:
+    """Wait until the Deployment's current rollout completes (like `kubectl rollout status`)."""
+    with _client(target) as client:
+        return _wait(
+            client,
+            target.namespace,
+            deployment,
+            timeout=timeout,
+            undo_on_failure=undo_on_failure,
+            on_progress=on_progress,
+            on_problem=on_problem,
+            on_undo=on_undo,
+            poll_seconds=poll_seconds,
+        )
+
+
+def undo(target: KubeTarget, deployment: str) -> str:
+    """Roll back to the previous ReplicaSet's pod template, as `kubectl rollout undo` does.
+
+    Returns the revision rolled back to.
+    """
+    with _client(target) as client:
+        return _undo(client, target.namespace, deployment)
+
+
+def wait_until(
+    fetch: Callable[[], RolloutStatus],
+    *,
+    timeout: float,
+    poll_seconds: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    on_progress: Callable[[RolloutStatus], None] | None = None,
+) -> RolloutStatus:
+    """Poll ``fetch`` until the rollout is complete (returned), failed or past the timeout.
+
+    Returns the last status; its phase tells the caller which (``complete`` or not). A status
+    that is not complete when the time is up is returned as it is; the caller raises.
+    """
+    deadline = clock() + timeout
+    last: RolloutStatus | None = None
+    while True:
+        status = fetch()
+        if on_progress is not None and (last is None or _changed(last, status)):
+            on_progress(status)
+        last = status
+        if status.done or status.failed or clock() >= deadline:
+            return status
+        sleep(min(poll_seconds, max(deadline - clock(), 0.0)))
+
+
+def _changed(a: RolloutStatus, b: RolloutStatus) -> bool:
+    return (a.phase, a.progress, a.message) != (b.phase, b.progress, b.message)
+
+
+def _wait(
+    client: ApiClient,
+    namespace: str,
+    deployment: str,
+    *,
+    timeout: float,
+    undo_on_failure: bool,
+    on_progress: Callable[[RolloutStatus], None] | None,
+    on_problem: Callable[[PodProblem], None] | None,
+    on_undo: Callable[[str], None] | None,
+    poll_seconds: float,
+) -> RolloutResult:
+    started = time.monotonic()
+    seen: set[tuple[str, str, str]] = set()
+    latest: dict[str, Any] = {}
+
+    def fetch() -> RolloutStatus:
+        latest["deployment"] = current = _read(client, namespace, deployment)
+        status = evaluate(current)
+        if not status.done and on_problem is not None:
+            for problem in new_pod_problems(client, namespace, current):
+                key = (problem.pod, problem.container, problem.reason)
+                if key not in seen:
+                    seen.add(key)
+                    on_problem(problem)
+        return status
+
+    status = wait_until(
+        fetch, timeout=timeout, poll_seconds=poll_seconds, on_progress=on_progress
+    )
+    seconds = time.monotonic() - started
+    current = latest["deployment"]
+    revision = _field(_field(current, "metadata"), "annotations") or {}
+    if status.done:
+        return RolloutResult(
+            status=status, restarted_at=None, revision=revision.get(REVISION), seconds=seconds
+        )
+
+    reasons = failure_reasons(client, namespace, current)
+    why = f" ({'; '.join(reasons)})" if reasons else ""
+    undone = ""
+    if undo_on_failure:
+        back_to = _undo(client, namespace, deployment)
+        if on_undo is not None:
+            on_undo(back_to)
+        after = wait_until(
+            lambda: evaluate(_read(client, namespace, deployment)),
+            timeout=timeout,
+            poll_seconds=poll_seconds,
+            on_progress=on_progress,
+        )
+        state = "complete" if after.done else f"not complete: {after.message}"
+        undone = f"; rolled back to revision {back_to} ({state})"
+    where = f"Deployment {deployment!r} in namespace {namespace!r}"
+    if status.failed:
+        raise RolloutFailed(f"rollout of {where} failed: {status.message}{why}{undone}")
+    raise RolloutTimeout(
+        f"rollout of {where} did not complete within {timeout:g} s: {status.message}{why}{undone}"
+    )
+
+
+def new_pod_problems(client: ApiClient, namespace: str, deployment: Any) -> list[PodProblem]:
+    """Stuck containers of the Deployment's newest ReplicaSet's pods."""
+    from kubernetes.client import CoreV1Api
+
+    replica_set = _newest_replica_set(client, namespace, deployment)
+    if replica_set is None:
+        return []
+    template_hash = (replica_set.metadata.labels or {}).get(TEMPLATE_HASH)
+    if not template_hash:
+        return []
+    with api_errors("pods", namespace=namespace):
+        pods = CoreV1Api(client).list_namespaced_pod(
+            namespace, label_selector=f"{TEMPLATE_HASH}={template_hash}"
+        )
+    return pod_problems(pods.items)
+
+
+def pod_problems(pods: Sequence[Any]) -> list[PodProblem]:
+    """Containers waiting for a reason other than a normal start (pure)."""
+    problems = []
+    for pod in pods:
+        pod_name = str(_field(_field(pod, "metadata"), "name"))
+        status = _field(pod, "status")
+        statuses = [
+            *(_field(status, "initContainerStatuses", "init_container_statuses") or ()),
+            *(_field(status, "containerStatuses", "container_statuses") or ()),
+        ]
+        for container in statuses:
+            waiting = _field(_field(container, "state"), "waiting")
+            reason = _field(waiting, "reason")
+            if reason and reason not in ("ContainerCreating", "PodInitializing"):
+                problems.append(
+                    PodProblem(
+                        pod=pod_name,
+                        container=str(_field(container, "name")),
+                        reason=str(reason),
+                        message=_one_line(str(_field(waiting, "message") or "")),
+                    )
+                )
+    return problems
+
+
+def failure_reasons(client: ApiClient, namespace: str, deployment: Any) -> list[str]:
+    """Why a rollout is stuck: waiting reasons of the new pods and the latest Warning events."""
+    from kubernetes.client import CoreV1Api
+
+    reasons = [f"{p.pod}: {p.reason}" for p in new_pod_problems(client, namespace, deployment)]
+    names = {str(_field(_field(deployment, "metadata"), "name"))}
+    replica_set = _newest_replica_set(client, namespace, deployment)
+    if replica_set is not None:
+        names.add(replica_set.metadata.name)
+    with api_errors("events", namespace=namespace):
+        events = CoreV1Api(client).list_namespaced_event(namespace, field_selector="type=Warning")
+    relevant = [
+        e
+        for e in events.items
+        if (involved := e.involved_object.name or "") in names
+        or any(involved.startswith(n + "-") for n in names)
+    ]
+    relevant.sort(key=_event_time)
+    for event in relevant[-3:]:
+        reasons.append(f"event {event.reason}: {_one_line(event.message or '')}")
+    return reasons
+
+
+def _event_time(event: Any) -> datetime:
+    moment = event.last_timestamp or event.event_time or event.first_timestamp
+    return moment if isinstance(moment, datetime) else datetime.min.replace(tzinfo=UTC)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _revision(obj: Any) -> int:
+    annotations = obj.metadata.annotations or {}
+    try:
+        return int(annotations.get(REVISION, "0"))
+    except ValueError:
+        return 0
+
+
+def _owned_replica_sets(client: ApiClient, namespace: str, deployment: Any) -> list[Any]:
+    from kubernetes.client import AppsV1Api
+
+    uid = _field(_field(deployment, "metadata"), "uid")
+    with api_errors("ReplicaSets", namespace=namespace):
+        items = AppsV1Api(client).list_namespaced_replica_set(namespace).items
+    return [
+        rs
+        for rs in items
+        if rs.metadata and any(ref.uid == uid for ref in rs.metadata.owner_references or ())
+    ]
+
+
+def _newest_replica_set(client: ApiClient, namespace: str, deployment: Any) -> Any | None:
+    owned = _owned_replica_sets(client, namespace, deployment)
+    return max(owned, key=_revision, default=None)
+
+
+def _undo(client: ApiClient, namespace: str, deployment: str) -> str:
+    from kubernetes.client import AppsV1Api
+
+    current = _read(client, namespace, deployment)
+    current_revision = _revision(current)
+    older = [
+        rs
+        for rs in _owned_replica_sets(client, namespace, current)
+        if 0 < _revision(rs) < current_revision
+    ]
+    if not older:
+        raise RolloutFailed(
+            f"cannot roll back Deployment {deployment!r}: no previous revision",
+            hint="Fix the image or the manifest and roll out again.",
+        )
+    previous = max(older, key=_revision)
+    template = client.sanitize_for_serialization(previous.spec.template)
+    template.get("metadata", {}).get("labels", {}).pop(TEMPLATE_HASH, None)
+    annotations = {
+        k: v for k, v in (current.metadata.annotations or {}).items() if k in _UNDO_SKIP_ANNOTATIONS
+    }
+    annotations.update(
+        {
+            k: v
+            for k, v in (previous.metadata.annotations or {}).items()
+            if k not in _UNDO_SKIP_ANNOTATIONS
+        }
+    )
+    patch = [
+        {"op": "replace", "path": "/spec/template", "value": template},
+        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+    ]
+    with api_errors("Deployment", name=deployment, namespace=namespace):
+        AppsV1Api(client).patch_namespaced_deployment(deployment, namespace, patch)
+    return str(_revision(previous))
+
+
+def _read(client: ApiClient, namespace: str, deployment: str) -> Any:
+    from kubernetes.client import AppsV1Api, CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return AppsV1Api(client).read_namespaced_deployment(deployment, namespace)
+    except ApiException as exc:
+        missing = exc.status == 404
+        error = exc
+    if missing:
+        # Say which one is missing: the namespace, or the Deployment in it.
+        try:
+            CoreV1Api(client).read_namespace(namespace)
+        except ApiException as ns_exc:
+            if ns_exc.status == 404:
+                with api_errors("namespace", name=namespace):
+                    raise ns_exc from None
+    with api_errors("Deployment", name=deployment, namespace=namespace):
+        raise error
+
+
+@contextmanager
+def _client(target: KubeTarget) -> Iterator[ApiClient]:
+    """A fresh ApiClient for one operation, closed afterwards."""
+    client = api_client(target)
+    try:
+        yield client
+    finally:
+        client.close()

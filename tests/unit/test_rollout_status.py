@@ -1,0 +1,339 @@
+"""Rollout-status logic on recorded Deployment objects (as `kubectl get deploy -o json` shows)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from ops.rollout import (
+    RolloutStatus,
+    evaluate,
+    pod_problems,
+    restart_patch,
+    restarted_at,
+    wait_until,
+)
+
+
+IMAGE = "localhost:30002/studenten/manifest-app:latest"
+
+
+def recorded(
+    *,
+    generation: int = 3,
+    replicas: int = 2,
+    paused: bool = False,
+    status: dict[str, Any],
+) -> dict[str, Any]:
+    """A Deployment as the API returned it during a 2-replica RollingUpdate restart."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "manifest-app",
+            "namespace": "development",
+            "generation": generation,
+            "annotations": {"deployment.kubernetes.io/revision": "3"},
+        },
+        "spec": {
+            "replicas": replicas,
+            "paused": paused,
+            "selector": {"matchLabels": {"app": "manifest-app"}},
+            "template": {
+                "metadata": {"labels": {"app": "manifest-app"}},
+                "spec": {"containers": [{"name": "app", "image": IMAGE}]},
+            },
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+        },
+        "status": status,
+    }
+
+
+PROGRESSING_CONDITION = {
+    "type": "Progressing",
+    "status": "True",
+    "reason": "ReplicaSetUpdated",
+    "message": 'ReplicaSet "manifest-app-7d9c8" is progressing.',
+}
+COMPLETE_CONDITION = {
+    "type": "Progressing",
+    "status": "True",
+    "reason": "NewReplicaSetAvailable",
+    "message": 'ReplicaSet "manifest-app-7d9c8" has successfully progressed.',
+}
+STALLED_CONDITION = {
+    "type": "Progressing",
+    "status": "False",
+    "reason": "ProgressDeadlineExceeded",
+    "message": 'ReplicaSet "manifest-app-7d9c8" has timed out progressing.',
+}
+AVAILABLE = {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+
+CASES = {
+    "just-patched-not-observed": (
+        recorded(
+            status={
+                "observedGeneration": 2,
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+                "conditions": [AVAILABLE, COMPLETE_CONDITION],
+            }
+        ),
+        "observing",
+    ),
+    "surge-pod-starting": (
+        recorded(
+            status={
+                "observedGeneration": 3,
+                "replicas": 3,
+                "updatedReplicas": 1,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+                "unavailableReplicas": 1,
+                "conditions": [AVAILABLE, PROGRESSING_CONDITION],
+            }
+        ),
+        "progressing",
+    ),
+    "all-updated-old-terminating": (
+        recorded(
+            status={
+                "observedGeneration": 3,
+                "replicas": 3,
+                "updatedReplicas": 2,
+                "readyReplicas": 3,
+                "availableReplicas": 3,
+                "conditions": [AVAILABLE, PROGRESSING_CONDITION],
+            }
+        ),
+        "progressing",
+    ),
+    "updated-not-yet-available": (
+        recorded(
+            status={
+                "observedGeneration": 3,
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 1,
+                "availableReplicas": 1,
+                "unavailableReplicas": 1,
+                "conditions": [AVAILABLE, PROGRESSING_CONDITION],
+            }
+        ),
+        "progressing",
+    ),
+    "complete": (
+        recorded(
+            status={
+                "observedGeneration": 3,
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+                "conditions": [AVAILABLE, COMPLETE_CONDITION],
+            }
+        ),
+        "complete",
+    ),
+    "stalled-progress-deadline": (
+        recorded(
+            status={
+                "observedGeneration": 3,
+                "replicas": 3,
+                "updatedReplicas": 1,
+                "readyReplicas": 2,
+                "availableReplicas": 2,
+                "unavailableReplicas": 1,
+                "conditions": [AVAILABLE, STALLED_CONDITION],
+            }
+        ),
+        "stalled",
+    ),
+    "paused-mid-rollout": (
+        recorded(
+            paused=True,
+            status={
+                "observedGeneration": 3,
+                "replicas": 3,
+                "updatedReplicas": 1,
+                "readyReplicas": 3,
+                "availableReplicas": 3,
+                "conditions": [
+                    AVAILABLE,
+                    {"type": "Progressing", "status": "Unknown", "reason": "DeploymentPaused"},
+                ],
+            }
+        ),
+        "paused",
+    ),
+    "scaled-to-zero": (
+        recorded(replicas=0, status={"observedGeneration": 3}),
+        "complete",
+    ),
+}
+
+
+@pytest.mark.parametrize(("deployment", "phase"), list(CASES.values()), ids=list(CASES))
+def test_phase_of_recorded_deployment(deployment: dict[str, Any], phase: str) -> None:
+    status = evaluate(deployment)
+    assert status.phase == phase
+    assert status.name == "manifest-app"
+    assert status.done is (phase == "complete")
+
+
+def test_counts_are_read_from_status() -> None:
+    status = evaluate(CASES["surge-pod-starting"][0])
+    assert (status.desired, status.updated, status.ready, status.available) == (2, 1, 2, 2)
+    assert status.unavailable == 1
+    assert status.progress == "1/2 updated, 2 ready, 2 available, 2 old"
+    assert "1 of 2 new replicas updated" in status.message
+
+
+def test_client_object_gives_the_same_answer_as_the_dict() -> None:
+    from kubernetes.client import ApiClient
+
+    deployment = CASES["updated-not-yet-available"][0]
+    # The client's own deserializer turns the recorded JSON into its V1Deployment object.
+    obj = ApiClient()._ApiClient__deserialize(deployment, "V1Deployment")
+    assert type(obj).__name__ == "V1Deployment"
+    assert evaluate(obj) == evaluate(deployment)
+    assert evaluate(obj.to_dict()) == evaluate(deployment)
+
+
+def test_missing_status_is_observing_not_complete() -> None:
+    deployment = recorded(status={})
+    deployment["status"] = None
+    assert evaluate(deployment).phase == "observing"
+
+
+def test_restart_patch_matches_kubectl() -> None:
+    from datetime import UTC, datetime
+
+    when = restarted_at(datetime(2026, 11, 26, 7, 5, 9, tzinfo=UTC))
+    assert when == "2026-11-26T07:05:09Z"
+    assert restart_patch(when) == {
+        "spec": {
+            "template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": when}}}
+        }
+    }
+
+
+class FakeClock:
+    """A clock the test advances; stands in for time so the wait loop runs instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def statuses(*names: str) -> list[RolloutStatus]:
+    return [evaluate(copy.deepcopy(CASES[name][0])) for name in names]
+
+
+def test_wait_returns_when_complete_and_reports_each_change() -> None:
+    sequence = iter(
+        statuses(
+            "just-patched-not-observed",
+            "surge-pod-starting",
+            "surge-pod-starting",
+            "all-updated-old-terminating",
+            "complete",
+        )
+    )
+    clock = FakeClock()
+    seen: list[str] = []
+    final = wait_until(
+        lambda: next(sequence),
+        timeout=60,
+        clock=clock,
+        sleep=clock.sleep,
+        on_progress=lambda s: seen.append(s.phase),
+    )
+    assert final.done
+    assert seen == ["observing", "progressing", "progressing", "complete"]  # duplicate skipped
+    assert clock.now == 4.0
+
+
+def test_wait_times_out_with_the_last_status() -> None:
+    clock = FakeClock()
+    stuck = statuses("updated-not-yet-available")[0]
+    final = wait_until(lambda: stuck, timeout=10, poll_seconds=3, clock=clock, sleep=clock.sleep)
+    assert final.phase == "progressing"
+    assert not final.done
+    assert clock.now == 10.0
+
+
+def test_wait_stops_at_once_on_a_stalled_rollout() -> None:
+    clock = FakeClock()
+    final = wait_until(
+        lambda: statuses("stalled-progress-deadline")[0],
+        timeout=600,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert final.phase == "stalled"
+    assert clock.now == 0.0
+
+
+RECORDED_PODS = [
+    {
+        "metadata": {"name": "manifest-app-7d9c8-abcde"},
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "ready": False,
+                    "state": {
+                        "waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": 'Back-off pulling image "localhost:30002/x:nope"',
+                        }
+                    },
+                }
+            ],
+        },
+    },
+    {
+        "metadata": {"name": "manifest-app-7d9c8-fghij"},
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {"name": "app", "state": {"waiting": {"reason": "ContainerCreating"}}}
+            ],
+        },
+    },
+    {
+        "metadata": {"name": "manifest-app-7d9c8-klmno"},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+                }
+            ],
+        },
+    },
+]
+
+
+def test_pod_problems_name_the_waiting_reasons() -> None:
+    problems = pod_problems(RECORDED_PODS)
+    assert [(p.pod, p.reason) for p in problems] == [
+        ("manifest-app-7d9c8-abcde", "ImagePullBackOff"),
+        ("manifest-app-7d9c8-klmno", "CrashLoopBackOff"),
+    ]
+    assert "Back-off pulling image" in str(problems[0])
