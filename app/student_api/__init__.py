@@ -1,0 +1,1 @@
+"""The manifest student API: CRUD on PostgreSQL, Swagger, health probes, Prometheus metrics."""

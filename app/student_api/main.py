@@ -1,0 +1,85 @@
+"""Builds the FastAPI app; nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from student_api.api.routes import health, students
+from student_api.core.config import Settings, get_settings
+from student_api.core.metrics import Metrics, MetricsMiddleware
+from student_api.core.runtime import Runtime, describe_db_error
+
+log = logging.getLogger("student_api")
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # ("body", "age") -> "age"; ("query", "limit") -> "limit"
+    parts = [str(p) for p in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
+    return ".".join(parts) or "body"
+
+
+async def validation_failed(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    summary = "; ".join(f"{_location(tuple(e['loc']))}: {e['msg']}" for e in errors)
+    return JSONResponse(
+        {"detail": f"invalid request: {summary}", "errors": errors},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning(
+        "%s %s: database unavailable: %s", request.method, request.url.path, describe_db_error(exc)
+    )
+    return JSONResponse(
+        {"detail": "database unavailable, try again shortly"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for ``settings`` (default: :func:`get_settings`); the engine opens on startup."""
+    runtime = Runtime(settings=settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        try:
+            yield
+        finally:
+            runtime.stop()
+
+    app = FastAPI(
+        title="Student API",
+        version="1.0.0",
+        description="Students of the manifest project: CRUD on PostgreSQL.",
+        docs_url="/swagger",
+        openapi_url="/swagger/v1/swagger.json",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    metrics = Metrics(runtime.pool_in_use)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    # DBAPIError covers lost connections and refused logins; PoolTimeout an exhausted pool.
+    app.add_exception_handler(DBAPIError, database_unavailable)
+    app.add_exception_handler(PoolTimeout, database_unavailable)
+    app.include_router(students.router)
+    app.include_router(health.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
