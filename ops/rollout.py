@@ -338,9 +338,7 @@ def _wait(
                     on_problem(problem)
         return status
 
-    status = wait_until(
-        fetch, timeout=timeout, poll_seconds=poll_seconds, on_progress=on_progress
-    )
+    status = wait_until(fetch, timeout=timeout, poll_seconds=poll_seconds, on_progress=on_progress)
     seconds = time.monotonic() - started
     current = latest["deployment"]
     revision = _field(_field(current, "metadata"), "annotations") or {}

@@ -169,7 +169,7 @@ CASES = {
                     AVAILABLE,
                     {"type": "Progressing", "status": "Unknown", "reason": "DeploymentPaused"},
                 ],
-            }
+            },
         ),
         "paused",
     ),

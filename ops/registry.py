@@ -1,0 +1,254 @@
+"""The image registry over its HTTP API (Docker Registry v2): reachability, login, tags, digests.
+
+Speaks https, trusting ``registry_ca_file`` when set and the system's CAs otherwise; for a
+registry on localhost it falls back to plain http, as the Docker engine does. Handles both
+auth schemes registries use: Basic (distribution with htpasswd) and Bearer tokens (Harbor).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ops.config import Settings
+from ops.errors import RegistryError
+
+if TYPE_CHECKING:
+    import requests
+
+Login = Literal["accepted", "refused", "anonymous", "no credentials"]
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registry:
+    """Where the registry is and how to log in to it."""
+
+    host: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ca_file: Path | None = None
+    timeout: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        return cls(
+            host=settings.registry,
+            username=settings.registry_username,
+            password=settings.registry_password,
+            ca_file=settings.registry_ca_file,
+        )
+
+    @property
+    def is_local(self) -> bool:
+        return self.host.rsplit(":", 1)[0] in _LOCAL_HOSTS or self.host.startswith("[::1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryCheck:
+    """What ``GET /v2/`` said: which URL answered, and whether the login was accepted."""
+
+    url: str
+    login: Login
+
+
+def check(registry: Registry) -> RegistryCheck:
+    """Reach the registry and try the login; raises RegistryError only if it is unreachable."""
+    with _Http(registry) as session:
+        base = _base_url(registry, session)
+        if not registry.username:
+            anonymous = _request(registry, session, "GET", f"{base}/v2/", with_auth=False)
+            login: Login = "anonymous" if anonymous.status_code == 200 else "no credentials"
+            return RegistryCheck(url=base, login=login)
+        response = _request(registry, session, "GET", f"{base}/v2/")
+        if response.status_code == 200:
+            return RegistryCheck(url=base, login="accepted")
+        if response.status_code in (401, 403):
+            return RegistryCheck(url=base, login="refused")
+        raise RegistryError(
+            f"registry {registry.host} answered GET /v2/ with HTTP {response.status_code}",
+            hint=f"Is {registry.host} really a Docker registry?",
+        )
+
+
+def require_login(registry: Registry) -> RegistryCheck:
+    """Like ``check``, but a refused or missing login is an error too."""
+    result = check(registry)
+    if result.login == "refused":
+        raise RegistryError(f"registry {registry.host} refused the login of {registry.username!r}")
+    if result.login == "no credentials":
+        raise RegistryError(
+            f"registry {registry.host} needs a login and no credentials are set",
+            hint="Put them in secrets/registry_username.txt and secrets/registry_password.txt, "
+            "or set MANIFEST_REGISTRY_USERNAME / MANIFEST_REGISTRY_PASSWORD.",
+        )
+    return result
+
+
+def list_tags(registry: Registry, repository: str) -> list[str]:
+    """The repository's tags (empty if the repository does not exist)."""
+    with _Http(registry) as session:
+        base = _base_url(registry, session)
+        response = _request(
+            registry,
+            session,
+            "GET",
+            f"{base}/v2/{repository}/tags/list",
+            scope=f"repository:{repository}:pull",
+        )
+        if response.status_code == 404:
+            return []
+        _raise_for(registry, response, f"listing the tags of {repository}")
+        return sorted(response.json().get("tags") or [])
+
+
+def manifest_digest(registry: Registry, repository: str, tag: str) -> str | None:
+    """The digest of the tag's manifest (``Docker-Content-Digest``), or None if there is no tag."""
+    with _Http(registry) as session:
+        base = _base_url(registry, session)
+        response = _request(
+            registry,
+            session,
+            "HEAD",
+            f"{base}/v2/{repository}/manifests/{tag}",
+            scope=f"repository:{repository}:pull",
+            headers={"Accept": MANIFEST_TYPES},
+        )
+        if response.status_code == 404:
+            return None
+        _raise_for(registry, response, f"reading the manifest of {repository}:{tag}")
+        return response.headers.get("Docker-Content-Digest")
+
+
+class _Http:
+    """A requests Session that trusts the registry's CA and always has a timeout."""
+
+    def __init__(self, registry: Registry) -> None:
+        import requests
+
+        self.session = requests.Session()
+        # Passed with every request: requests lets REQUESTS_CA_BUNDLE override a Session's
+        # own `verify`, which would drop the registry's CA.
+        self.verify: str | bool = str(registry.ca_file) if registry.ca_file else True
+        self.timeout = registry.timeout
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        return self.session.request(method, url, verify=self.verify, timeout=self.timeout, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", url, **kwargs)
+
+    def __enter__(self) -> _Http:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+
+def _base_url(registry: Registry, session: _Http) -> str:
+    """The URL the registry answers on; https first, plain http only for localhost."""
+    import requests
+
+    https = f"https://{registry.host}"
+    try:
+        session.get(f"{https}/v2/")
+        return https
+    except requests.exceptions.SSLError as exc:
+        tls_error: requests.RequestException = exc
+    except requests.RequestException as exc:
+        tls_error = exc
+    if registry.is_local:
+        http = f"http://{registry.host}"
+        try:
+            answer = session.get(f"{http}/v2/")
+            if "Docker-Distribution-Api-Version" in answer.headers:
+                return http
+        except requests.RequestException:
+            pass
+    if isinstance(tls_error, requests.exceptions.SSLError):
+        raise RegistryError(
+            f"registry {registry.host}: TLS verification failed ({_reason(tls_error)})",
+            hint="Set MANIFEST_REGISTRY_CA_FILE to the registry's CA certificate.",
+        ) from tls_error
+    raise RegistryError(
+        f"registry {registry.host} is unreachable ({_reason(tls_error)})",
+        hint=f"Check that the registry runs and that {registry.host} is the right address "
+        "(setting registry / MANIFEST_REGISTRY).",
+    ) from tls_error
+
+
+def _request(
+    registry: Registry,
+    session: _Http,
+    method: str,
+    url: str,
+    *,
+    scope: str = "",
+    headers: dict[str, str] | None = None,
+    with_auth: bool = True,
+) -> requests.Response:
+    """One request, answering a 401 challenge (Basic or Bearer) with the credentials."""
+    import requests
+
+    try:
+        response = session.request(method, url, headers=headers)
+        if response.status_code != 401 or not with_auth or not registry.username:
+            return response
+        challenge = response.headers.get("WWW-Authenticate", "")
+        auth = (registry.username, registry.password)
+        if challenge.lower().startswith("bearer"):
+            params = dict(_CHALLENGE_PARAM.findall(challenge))
+            query = {"service": params.get("service", "")}
+            if scope or params.get("scope"):
+                query["scope"] = scope or params["scope"]
+            token_response = session.get(params.get("realm", ""), params=query, auth=auth)
+            if token_response.status_code != 200:
+                return token_response
+            body = token_response.json()
+            token = body.get("token") or body.get("access_token") or ""
+            return session.request(
+                method, url, headers={**(headers or {}), "Authorization": f"Bearer {token}"}
+            )
+        return session.request(method, url, headers=headers, auth=auth)
+    except requests.RequestException as exc:
+        raise RegistryError(f"registry {registry.host}: {_reason(exc)}") from exc
+
+
+def _raise_for(registry: Registry, response: requests.Response, doing: str) -> None:
+    if response.status_code in (401, 403):
+        raise RegistryError(
+            f"registry {registry.host} refused {doing} (HTTP {response.status_code})"
+        )
+    if response.status_code >= 400:
+        raise RegistryError(
+            f"registry {registry.host}: HTTP {response.status_code} while {doing}",
+            hint="The registry's log may say more.",
+        )
+
+
+def _reason(exc: Exception) -> str:
+    """A short reason from a requests/urllib3 exception (their messages run to paragraphs)."""
+    text = str(exc)
+    for pattern, short in (
+        (r"Connection refused", "connection refused"),
+        (r"Name or service not known|nodename nor servname|getaddrinfo failed", "unknown host"),
+        (r"timed out", "timed out"),
+        (r"certificate verify failed: [^(']*", None),
+        (r"WRONG_VERSION_NUMBER", "the server does not speak TLS"),
+    ):
+        found = re.search(pattern, text)
+        if found:
+            return short or found.group(0).strip()
+    return " ".join(text.split())[:160]
