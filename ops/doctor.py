@@ -1,0 +1,201 @@
+"""`inv doctor`: is everything the suite needs there? Each check passes or fails with a hint.
+
+Checks that depend on an earlier one (the namespace needs the cluster, the cluster needs a
+context) are skipped, not failed, when that one failed: one cause, one red line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ops.config import Settings
+from ops.errors import OpsError
+from ops.kube import KubeTarget, api_client, api_errors, resolve_target
+
+Outcome = Literal["ok", "fail", "skip"]
+MARKS: dict[Outcome, str] = {"ok": "✓", "fail": "✗", "skip": "-"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    outcome: Outcome
+    detail: str
+    hint: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+def render(checks: Sequence[Check]) -> list[str]:
+    """The report as plain lines: a mark, the check, what was found, and a hint if it failed."""
+    width = max((len(c.name) for c in checks), default=0)
+    lines = []
+    for check in checks:
+        line = f"{MARKS[check.outcome]} {check.name.ljust(width)}  {check.detail}"
+        if check.outcome == "fail" and check.hint:
+            line += f"\n  {' ' * width}  hint: {check.hint}"
+        lines.append(line)
+    failed = sum(1 for c in checks if c.outcome == "fail")
+    skipped = sum(1 for c in checks if c.outcome == "skip")
+    summary = f"{len(checks) - failed - skipped} ok, {failed} failed"
+    if skipped:
+        summary += f", {skipped} skipped"
+    lines.append(summary)
+    return lines
+
+
+def failed(checks: Sequence[Check]) -> bool:
+    return any(c.outcome == "fail" for c in checks)
+
+
+def run_checks(settings: Settings, *, project_root: Path = Path(".")) -> list[Check]:
+    """Run every check in order; never raises for a failing check."""
+    checks = [_docker_engine(), *_registry(settings)]
+    checks += _cluster(settings)
+    checks.append(_secret_files(settings, project_root))
+    return checks
+
+
+def _attempt(name: str, probe: Callable[[], str]) -> Check:
+    try:
+        return Check(name=name, outcome="ok", detail=probe())
+    except OpsError as error:
+        return Check(name=name, outcome="fail", detail=error.message, hint=error.hint)
+
+
+def _docker_engine() -> Check:
+    from ops.images import engine_address, engine_version
+
+    return _attempt("Docker engine", lambda: f"{engine_version()} at {engine_address()}")
+
+
+def _registry(settings: Settings) -> list[Check]:
+    from ops.registry import Registry, check
+
+    registry = Registry.from_settings(settings)
+    try:
+        result = check(registry)
+    except OpsError as error:
+        return [
+            Check(name="registry", outcome="fail", detail=error.message, hint=error.hint),
+            Check(name="registry login", outcome="skip", detail="registry unreachable"),
+        ]
+    reachable = Check(name="registry", outcome="ok", detail=f"{registry.host} ({result.url})")
+    login = {
+        "accepted": Check(
+            name="registry login",
+            outcome="ok",
+            detail=f"accepted for {registry.username!r}",
+        ),
+        "anonymous": Check(
+            name="registry login", outcome="ok", detail="not needed (anonymous access)"
+        ),
+        "refused": Check(
+            name="registry login",
+            outcome="fail",
+            detail=f"refused for {registry.username!r}",
+            hint="Fix secrets/registry_password.txt or MANIFEST_REGISTRY_PASSWORD.",
+        ),
+        "no credentials": Check(
+            name="registry login",
+            outcome="fail",
+            detail="the registry needs a login and no credentials are set",
+            hint="Put them in secrets/registry_username.txt and secrets/registry_password.txt.",
+        ),
+    }[result.login]
+    return [reachable, login]
+
+
+def _cluster(settings: Settings) -> list[Check]:
+    names = ("kube context", "cluster", "namespace", "Deployment")
+    try:
+        target = resolve_target(settings)
+    except OpsError as error:
+        first = Check(name=names[0], outcome="fail", detail=error.message, hint=error.hint)
+        return [first, *(_skipped(n, "no usable kube context") for n in names[1:])]
+    allowed = "allowed" if target.context in settings.allowed_contexts else "named with --context"
+    checks = [Check(name="kube context", outcome="ok", detail=f"{target.context} ({allowed})")]
+    cluster = _attempt("cluster", lambda: _cluster_version(target))
+    checks.append(cluster)
+    if not cluster.ok:
+        return [*checks, *(_skipped(n, "cluster unreachable") for n in names[2:])]
+    namespace = _attempt("namespace", lambda: _read_namespace(target))
+    checks.append(namespace)
+    if not namespace.ok:
+        return [*checks, _skipped("Deployment", "namespace missing")]
+    checks.append(_attempt("Deployment", lambda: _read_deployment(target, settings.deployment)))
+    return checks
+
+
+def _skipped(name: str, why: str) -> Check:
+    return Check(name=name, outcome="skip", detail=f"skipped: {why}")
+
+
+def _cluster_version(target: KubeTarget) -> str:
+    from kubernetes.client import VersionApi
+
+    with api_errors("cluster version"):
+        client = api_client(target)
+        try:
+            version = VersionApi(client).get_code(_request_timeout=5)
+        finally:
+            client.close()
+    return f"Kubernetes {version.git_version} ({client.configuration.host})"
+
+
+def _read_namespace(target: KubeTarget) -> str:
+    from kubernetes.client import CoreV1Api
+
+    client = api_client(target)
+    try:
+        with api_errors("namespace", name=target.namespace):
+            CoreV1Api(client).read_namespace(target.namespace, _request_timeout=5)
+    finally:
+        client.close()
+    return target.namespace
+
+
+def _read_deployment(target: KubeTarget, deployment: str) -> str:
+    from ops.rollout import read_status
+
+    status = read_status(target, deployment)
+    return f"{deployment}: {status.ready}/{status.desired} ready ({status.phase})"
+
+
+def _secret_files(settings: Settings, root: Path) -> Check:
+    """Every template in secrets.example/ has its filled-in twin in the secrets folder.
+
+    The registry credentials may come from the environment instead of a file.
+    """
+    example = root / "secrets.example"
+    wanted = sorted(
+        p.name.removesuffix(".example")
+        for p in example.glob("*")
+        if p.is_file() and not p.name.startswith(".") and p.name != "README.md"
+    )
+    from_settings = {
+        "registry_username.txt": bool(settings.registry_username),
+        "registry_password.txt": bool(settings.registry_password),
+    }
+    missing = [
+        name
+        for name in wanted
+        if not (settings.secrets_dir / name).is_file() and not from_settings.get(name)
+    ]
+    if missing:
+        return Check(
+            name="secrets files",
+            outcome="fail",
+            detail=f"missing in {settings.secrets_dir}/: {', '.join(missing)}",
+            hint=f"Copy the templates from {example}/ and fill them in (secrets/ is git-ignored).",
+        )
+    if not wanted:
+        return Check(name="secrets files", outcome="ok", detail=f"no templates in {example}/")
+    return Check(name="secrets files", outcome="ok", detail=f"present: {', '.join(wanted)}")

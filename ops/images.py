@@ -1,0 +1,487 @@
+"""Build, tag and push the app's image through the Docker engine's API (the docker SDK).
+
+The build uses the engine's classic builder: the SDK's ``build`` endpoint cannot drive
+BuildKit, so our Dockerfiles stay free of BuildKit-only syntax (``RUN --mount``, heredocs).
+Tags: ``latest`` and ``v1-YYYYMMDD-HHMM`` in UTC (so two machines in different time zones
+never tag the same minute differently), plus any extra tags, all from one build.
+
+Pushes pass the credentials from the settings with every request (``X-Registry-Auth``), never
+relying on a possibly stale ``~/.docker/config.json``, and read the whole JSON stream: the
+engine reports push failures inside a 200 response, so every ``error`` chunk raises.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ops.config import Settings
+from ops.errors import BuildError, ConfigError, EngineUnavailable, ImageError, PushError
+from ops.registry import Registry
+from ops.registry import check as check_registry
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+ENGINE_TIMEOUT = 600  # seconds a single engine call may stay silent (a long RUN step)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageRef:
+    """One tagged image name: ``registry/repository:tag``."""
+
+    registry: str
+    repository: str
+    tag: str
+
+    @property
+    def name(self) -> str:
+        """The reference without its tag, as the engine's push and tag calls want it."""
+        return f"{self.registry}/{self.repository}"
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildPlan:
+    """Everything a build will do, shown by --dry-run before anything happens."""
+
+    context: Path
+    dockerfile: str
+    refs: tuple[ImageRef, ...]
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildStep:
+    """One ``Step N/M : INSTRUCTION`` line of the classic builder."""
+
+    number: int
+    total: int
+    instruction: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltImage:
+    image_id: str
+    refs: tuple[ImageRef, ...]
+    steps: int
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerProgress:
+    """A push status line for one layer (``id``) or for the whole push (``id`` empty)."""
+
+    id: str
+    status: str
+    current: int | None = None
+    total: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushedTag:
+    ref: ImageRef
+    digest: str
+
+
+def version_tag(now: datetime | None = None) -> str:
+    """The seed's version tag ``v1-YYYYMMDD-HHMM``, always in UTC."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("v1-%Y%m%d-%H%M")
+
+
+def image_refs(
+    settings: Settings, *, now: datetime | None = None, extra_tags: Iterable[str] = ()
+) -> tuple[ImageRef, ...]:
+    """``latest``, the version tag and any extra tags, in that order, without duplicates."""
+    tags: list[str] = []
+    for tag in ("latest", version_tag(now), *extra_tags):
+        if not TAG.match(tag):
+            raise ConfigError(
+                f"invalid image tag {tag!r}",
+                hint="A tag is up to 128 letters, digits, '_', '.' or '-', "
+                "not starting with '.' or '-'.",
+            )
+        if tag not in tags:
+            tags.append(tag)
+    return tuple(
+        ImageRef(registry=settings.registry, repository=settings.image_repository, tag=t)
+        for t in tags
+    )
+
+
+def git_revision(path: Path) -> str | None:
+    """The commit checked out at ``path``, or None outside a git checkout (or without git)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    revision = done.stdout.strip()
+    return revision if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", revision) else None
+
+
+def plan_build(
+    settings: Settings, *, extra_tags: Iterable[str] = (), now: datetime | None = None
+) -> BuildPlan:
+    """What a build of the app's image will do; checks the Dockerfile exists, touches nothing."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    context = settings.build_context
+    dockerfile = context / settings.dockerfile
+    if not context.is_dir():
+        raise ConfigError(
+            f"build context {context} is not a folder "
+            f"(setting build_context, from {settings.source_of('build_context')})",
+            hint="Run from the repository root, or set --build-context / MANIFEST_BUILD_CONTEXT.",
+            setting="build_context",
+        )
+    if not dockerfile.is_file():
+        raise ConfigError(
+            f"no Dockerfile at {dockerfile} "
+            f"(setting dockerfile, from {settings.source_of('dockerfile')})",
+            hint="Create it, or point --dockerfile / MANIFEST_DOCKERFILE at it "
+            "(relative to the build context).",
+            setting="dockerfile",
+        )
+    labels = {
+        "org.opencontainers.image.created": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.title": settings.image_repository,
+        "org.opencontainers.image.version": version_tag(moment),
+    }
+    revision = git_revision(context)
+    if revision:
+        labels["org.opencontainers.image.revision"] = revision
+    build_args = {"BASE_IMAGE": settings.base_image} if settings.base_image else {}
+    return BuildPlan(
+        context=context,
+        dockerfile=settings.dockerfile,
+        refs=image_refs(settings, now=moment, extra_tags=extra_tags),
+        build_args=build_args,
+        labels=labels,
+    )
+
+
+@contextmanager
+def engine() -> Iterator[DockerClient]:
+    """A client of the Docker engine (DOCKER_HOST or the platform's default), closed after use."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=ENGINE_TIMEOUT)
+        client.ping()
+    except DockerException as exc:
+        raise EngineUnavailable(
+            f"the Docker engine is not reachable at {engine_address()} ({_engine_reason(exc)})"
+        ) from exc
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def engine_address() -> str:
+    default = (
+        "npipe:////./pipe/docker_engine"
+        if sys.platform == "win32"
+        else "unix:///var/run/docker.sock"
+    )
+    return os.environ.get("DOCKER_HOST") or default
+
+
+def engine_version() -> str:
+    """The engine's version, e.g. ``20.10.24 (API 1.41, linux/amd64)``."""
+    with engine() as client:
+        version = client.version()
+    return (
+        f"{version.get('Version', '?')} (API {version.get('ApiVersion', '?')}, "
+        f"{version.get('Os', '?')}/{version.get('Arch', '?')})"
+    )
+
+
+class BuildLog:
+    """Reads the classic builder's JSON stream: steps, their output, the image id, errors."""
+
+    def __init__(self) -> None:
+        self.step: BuildStep | None = None
+        self.step_output: list[str] = []
+        self.image_id: str | None = None
+        self._partial = ""
+
+    def feed(self, chunk: Mapping[str, Any]) -> tuple[BuildStep | None, list[str]]:
+        """Take one chunk; return a new step (if one started) and the complete output lines.
+
+        Raises BuildError for an error chunk, with the failing step's output attached.
+        """
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail") or {}
+            message = str(chunk.get("error") or detail.get("message") or "unknown error")
+            self._flush()
+            raise self.failure(message)
+        aux = chunk.get("aux")
+        if isinstance(aux, Mapping) and aux.get("ID"):
+            self.image_id = str(aux["ID"])
+        text = chunk.get("stream")
+        if not isinstance(text, str):
+            return None, []
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        new_step: BuildStep | None = None
+        lines: list[str] = []
+        for raw in complete:
+            line = _ANSI.sub("", raw).rstrip("\r")
+            found = _STEP.match(line)
+            if found:
+                new_step = self.step = BuildStep(
+                    number=int(found[1]), total=int(found[2]), instruction=found[3]
+                )
+                self.step_output = []
+                continue
+            built = re.match(r"^Successfully built ([0-9a-f]+)$", line)
+            if built and self.image_id is None:
+                self.image_id = built[1]
+            if line.startswith((" ---> ", "Successfully ", "Removing intermediate container")):
+                continue  # the builder's own bookkeeping, not the step's output
+            self.step_output.append(line)
+            lines.append(line)
+        return new_step, lines
+
+    def _flush(self) -> None:
+        if self._partial.strip():
+            self.step_output.append(_ANSI.sub("", self._partial).rstrip())
+        self._partial = ""
+
+    def failure(self, message: str) -> BuildError:
+        where = (
+            f"step {self.step.number}/{self.step.total} ({self.step.instruction})"
+            if self.step
+            else "the build"
+        )
+        error = BuildError(f"{where} failed: {' '.join(message.split())}")
+        error.context["output"] = list(self.step_output)
+        return error
+
+
+def build(
+    plan: BuildPlan,
+    *,
+    on_step: Callable[[BuildStep], None] | None = None,
+    on_output: Callable[[str], None] | None = None,
+) -> BuiltImage:
+    """Build the image, streaming each step, and tag it with every ref of the plan."""
+    from docker.errors import APIError, DockerException
+
+    started = time.monotonic()
+    log = BuildLog()
+    with engine() as client:
+        try:
+            stream = client.api.build(
+                path=str(plan.context),
+                dockerfile=plan.dockerfile,
+                tag=str(plan.refs[0]),
+                buildargs=dict(plan.build_args),
+                labels=dict(plan.labels),
+                rm=True,
+                forcerm=True,
+                decode=True,
+                timeout=ENGINE_TIMEOUT,
+            )
+            for chunk in stream:
+                step, lines = log.feed(chunk)
+                if step is not None and on_step is not None:
+                    on_step(step)
+                if on_output is not None:
+                    for line in lines:
+                        on_output(line)
+            if log.image_id is None:
+                raise log.failure("the engine reported no image id")
+            for ref in plan.refs[1:]:
+                client.api.tag(log.image_id, ref.name, ref.tag, force=True)
+        except APIError as exc:
+            raise BuildError(
+                f"the engine refused the build: {_api_explanation(exc)}",
+                hint="Check the Dockerfile path and the build context.",
+            ) from exc
+        except DockerException as exc:
+            raise EngineUnavailable(f"lost the Docker engine during the build ({exc})") from exc
+        except OSError as exc:  # the build context could not be read or sent
+            raise BuildError(f"could not send the build context {plan.context}: {exc}") from exc
+    return BuiltImage(
+        image_id=log.image_id,
+        refs=plan.refs,
+        steps=log.step.total if log.step else 0,
+        seconds=time.monotonic() - started,
+    )
+
+
+def local_refs(settings: Settings, *, extra_tags: Iterable[str] = ()) -> tuple[ImageRef, ...]:
+    """The tags of the local image ``<image>:latest`` in the app's repository (what to push)."""
+    from docker.errors import ImageNotFound
+
+    latest = ImageRef(
+        registry=settings.registry, repository=settings.image_repository, tag="latest"
+    )
+    with engine() as client:
+        try:
+            image = client.images.get(str(latest))
+        except ImageNotFound as exc:
+            raise ImageError(
+                f"no local image {latest}", hint="Build it first: inv image.build"
+            ) from exc
+        tags = [t.rsplit(":", 1)[1] for t in image.tags if t.rsplit(":", 1)[0] == latest.name]
+        for extra in extra_tags:
+            if extra not in tags:
+                raise ImageError(
+                    f"the local image {latest} has no tag {extra!r}",
+                    hint=f"Build with it: inv image.build --tag {extra}",
+                )
+    tags.sort(key=lambda t: (t != "latest", t))
+    return tuple(
+        ImageRef(registry=settings.registry, repository=settings.image_repository, tag=t)
+        for t in tags
+    )
+
+
+def push_error(chunk: Mapping[str, Any]) -> str | None:
+    """The error a push-stream chunk reports, or None (the engine sends errors with HTTP 200)."""
+    if "error" not in chunk and "errorDetail" not in chunk:
+        return None
+    detail = chunk.get("errorDetail") or {}
+    message = chunk.get("error") or (detail.get("message") if isinstance(detail, Mapping) else "")
+    return " ".join(str(message or "unknown push error").split())
+
+
+def read_push_stream(
+    ref: ImageRef,
+    chunks: Iterable[Mapping[str, Any]],
+    on_layer: Callable[[LayerProgress], None] | None = None,
+) -> PushedTag:
+    """Follow one tag's push stream; raise PushError on any error chunk or a missing digest."""
+    digest: str | None = None
+    for chunk in chunks:
+        message = push_error(chunk)
+        if message is not None:
+            raise PushError(
+                f"push of {ref} failed: {message}",
+                hint=_push_hint(message),
+                image=str(ref),
+            )
+        aux = chunk.get("aux")
+        if isinstance(aux, Mapping) and aux.get("Digest"):
+            digest = str(aux["Digest"])
+        status = chunk.get("status")
+        if status and on_layer is not None:
+            detail = chunk.get("progressDetail") or {}
+            on_layer(
+                LayerProgress(
+                    id=str(chunk.get("id") or ""),
+                    status=str(status),
+                    current=detail.get("current"),
+                    total=detail.get("total"),
+                )
+            )
+    if digest is None:
+        raise PushError(
+            f"push of {ref} ended without a digest from the registry",
+            hint="The push did not complete; run it again and check the registry's log.",
+            image=str(ref),
+        )
+    return PushedTag(ref=ref, digest=digest)
+
+
+def push(
+    refs: Sequence[ImageRef],
+    registry: Registry,
+    *,
+    on_layer: Callable[[ImageRef, LayerProgress], None] | None = None,
+) -> list[PushedTag]:
+    """Push every ref with the registry's credentials; the registry must be reachable first."""
+    from docker.errors import APIError, DockerException
+
+    check_registry(registry)  # an unreachable registry is one RegistryError line, up front
+    # Always send X-Registry-Auth (an empty one is anonymous): without it, the SDK would
+    # fall back to whatever ~/.docker/config.json holds.
+    auth: dict[str, str] = (
+        {
+            "username": registry.username,
+            "password": registry.password,
+            "serveraddress": registry.host,
+        }
+        if registry.username
+        else {}
+    )
+    pushed = []
+    with engine() as client:
+        for ref in refs:
+
+            def layer(progress: LayerProgress, ref: ImageRef = ref) -> None:
+                if on_layer is not None:
+                    on_layer(ref, progress)
+
+            try:
+                chunks = client.api.push(
+                    ref.name, tag=ref.tag, stream=True, decode=True, auth_config=auth
+                )
+                pushed.append(read_push_stream(ref, chunks, layer))
+            except APIError as exc:
+                raise PushError(
+                    f"push of {ref} failed: {_api_explanation(exc)}",
+                    hint="Build the image first (inv image.build) and check the registry.",
+                    image=str(ref),
+                ) from exc
+            except DockerException as exc:
+                raise EngineUnavailable(f"lost the Docker engine during the push ({exc})") from exc
+    return pushed
+
+
+def _push_hint(message: str) -> str:
+    lowered = message.lower()
+    if "unauthorized" in lowered or "authentication required" in lowered or "denied" in lowered:
+        return (
+            "The registry refused the credentials: check secrets/registry_username.txt and "
+            "secrets/registry_password.txt (or MANIFEST_REGISTRY_USERNAME / _PASSWORD)."
+        )
+    if "certificate" in lowered or "x509" in lowered:
+        return "The engine does not trust the registry's certificate: add its CA to the engine."
+    if "connection refused" in lowered or "no such host" in lowered:
+        return "The engine cannot reach the registry: is it running, and is the address right?"
+    return PushError.default_hint
+
+
+def _api_explanation(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None) or str(exc)
+    return " ".join(str(explanation).split())
+
+
+def _engine_reason(exc: Exception) -> str:
+    text = str(exc)
+    for pattern, short in (
+        (r"No such file or directory|FileNotFoundError", "no engine listens there"),
+        (r"Connection refused", "connection refused"),
+        (r"Permission denied", "permission denied: add your user to the docker group"),
+        (r"timed out", "timed out"),
+    ):
+        if re.search(pattern, text):
+            return short
+    return " ".join(text.split())[:160]
