@@ -138,7 +138,9 @@ def test_malformed_json_is_422(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("query", "words"),
     [
-        pytest.param({"limit": 1001}, "limit: Input should be less than or equal to 1000", id="max"),
+        pytest.param(
+            {"limit": 1001}, "limit: Input should be less than or equal to 1000", id="max"
+        ),
         pytest.param({"limit": 0}, "limit: Input should be greater than or equal to 1", id="zero"),
         pytest.param({"offset": -1}, "offset: Input should be greater than or equal", id="neg"),
     ],

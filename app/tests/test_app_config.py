@@ -104,8 +104,13 @@ def test_password_never_in_repr_or_url(clean_env: Path, monkeypatch: pytest.Monk
 
     settings = load_settings()
 
-    for text in (repr(settings), str(settings), str(settings.database_url()),
-                 repr(settings.database_url()), settings.describe_database()):
+    for text in (
+        repr(settings),
+        str(settings),
+        str(settings.database_url()),
+        repr(settings.database_url()),
+        settings.describe_database(),
+    ):
         assert PASSWORD not in text
 
 

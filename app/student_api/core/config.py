@@ -113,7 +113,11 @@ def _explain(exc: ValidationError, folder: Path) -> str:
     problems: list[str] = []
     for error in exc.errors(include_input=False, include_url=False):
         field = str(error["loc"][0]) if error["loc"] else "?"
-        if field in ("db_user", "db_password") and error["type"] in ("missing", "string_too_short", "too_short"):
+        if field in ("db_user", "db_password") and error["type"] in (
+            "missing",
+            "string_too_short",
+            "too_short",
+        ):
             problems.append(
                 f"{field.upper()} is not set (set the env variable or put it in {folder / field})"
             )
