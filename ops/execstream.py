@@ -235,8 +235,7 @@ class PodExec:
         )
         if check and code != 0:
             raise ExecFailed(
-                f"{program} in {self.where} exited with {code}"
-                + (f": {stderr}" if stderr else ""),
+                f"{program} in {self.where} exited with {code}" + (f": {stderr}" if stderr else ""),
                 pod=self.pod,
                 namespace=self.target.namespace,
             )
@@ -308,7 +307,7 @@ class _Frame(Protocol):
 class _Session:
     """One exec stream: a reader (this thread), a stdin feeder and a keep-alive pinger."""
 
-    def __init__(self, ws: _WebSocket, *, protocol: str, chunk_size: int, keepalive: float):
+    def __init__(self, ws: _WebSocket, *, protocol: str, chunk_size: int, keepalive: float) -> None:
         self.ws = ws
         self.protocol = protocol
         self.chunk_size = chunk_size

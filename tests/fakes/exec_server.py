@@ -20,7 +20,7 @@ import struct
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import parse_qs, urlparse
@@ -71,12 +71,18 @@ class _Handler(socketserver.StreamRequestHandler):
         pod = parts[5] if len(parts) > 6 else ""
         if behaviour.pods is not None and pod not in behaviour.pods:
             body = json.dumps(
-                {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
-                 "message": f'pods "{pod}" not found'}
+                {
+                    "kind": "Status",
+                    "status": "Failure",
+                    "reason": "NotFound",
+                    "code": 404,
+                    "message": f'pods "{pod}" not found',
+                }
             ).encode()
             self.wfile.write(
                 b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
             )
             return
         offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
@@ -234,10 +240,8 @@ class _Session:
 
     def _close_stdin(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.stdin is not None and not proc.stdin.closed:
-            try:
+            with suppress(OSError):
                 proc.stdin.close()
-            except OSError:
-                pass
 
     def _exact(self, n: int) -> bytes:
         data = self.rfile.read(n)

@@ -1,0 +1,856 @@
+"""Backups you can trust: dump, verify, restore, list, and ship to the backup daemon.
+
+Every function takes a ``CommandRunner`` for where the PostgreSQL tools run: ``PodExec``
+(the postgres pod, over the exec API) for the tasks, ``LocalRunner`` (a local subprocess)
+for tests and local tools. So the file handling, hashing and format checks below are the
+same code whichever way the bytes arrive.
+
+Commands run with the pod's own credentials: the shell in the pod expands
+``$POSTGRES_USER``/``$POSTGRES_PASSWORD``; no value crosses the wire or shows in a plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Literal
+
+from ops.errors import BackupError, CorruptBackup, DumpFailed, ExecFailed, RestoreFailed
+from ops.execstream import CHUNK_SIZE, CommandRunner, ExecResult, Progress, StderrTail
+from ops.pgformat import (
+    HEAD_BYTES,
+    DumpFormat,
+    DumpHeader,
+    plain_is_complete,
+    read_file_header,
+    read_header,
+)
+
+ProgressFactory = Callable[[str, int | None], AbstractContextManager[Progress]]
+Where = Literal["local", "daemon"]
+
+SIDECAR_SUFFIX = ".json"
+EXTENSIONS: Mapping[DumpFormat, str] = {"custom": ".dump", "plain": ".sql"}
+DAEMON_DIR = "/backups"
+# $0 is the tool; the pod's shell expands the credentials, so no value is ever sent.
+_PG = (
+    'PGPASSWORD="${POSTGRES_PASSWORD:-$PGPASSWORD}" '
+    'exec "$0" -U "${POSTGRES_USER:-${PGUSER:-postgres}}" "$@"'
+)
+_ROW_COUNTS = (
+    "SELECT format('%I.%I', table_schema, table_name), "
+    "(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', "
+    "table_schema, table_name), false, true, '')))[1]::text "
+    "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+    "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+)
+
+
+def _no_progress(_description: str, _total: int | None) -> AbstractContextManager[Progress]:
+    return contextlib.nullcontext(lambda _n: None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """Where the database lives: a runner for its tools plus names for the sidecar."""
+
+    runner: CommandRunner
+    database: str
+    context: str
+    namespace: str
+    pod: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupInfo:
+    """The JSON sidecar ``<file>.json`` written next to every local backup."""
+
+    file: str
+    sha256: str
+    size: int
+    database: str
+    format: DumpFormat
+    compression: str
+    server_version: str
+    source_context: str
+    source_namespace: str
+    source_pod: str
+    created: str  # ISO 8601, UTC
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> BackupInfo:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{k: raw[k] for k in cls.__dataclass_fields__})
+        except FileNotFoundError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptBackup(f"sidecar {path} is unreadable ({exc})") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification:
+    """The outcome of ``verify_backup``: every check that ran, in order."""
+
+    path: Path
+    header: DumpHeader
+    checks: tuple[str, ...]
+    info: BackupInfo | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListedBackup:
+    name: str
+    where: Where
+    size: int
+    modified: datetime
+    format: str
+    verified: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreReport:
+    file: Path
+    database: str
+    tables: Mapping[str, int]
+    safety_backup: Path | None
+
+    @property
+    def rows(self) -> int:
+        return sum(self.tables.values())
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def pg_command(tool: str, *args: str) -> list[str]:
+    """``tool args`` run as the pod's PostgreSQL user, credentials expanded in the pod."""
+    return ["sh", "-c", _PG, tool, *args]
+
+
+def dump_command(database: str, fmt: DumpFormat, compression: int) -> list[str]:
+    args = ["-d", database, "--no-password"]
+    if fmt == "custom":
+        args += ["--format=custom", f"--compress={compression}"]
+    else:
+        # Plain dumps carry their own DROP ... IF EXISTS so they restore over a live database.
+        args += ["--format=plain", "--clean", "--if-exists", "--no-owner"]
+    return pg_command("pg_dump", *args)
+
+
+def restore_command(database: str, fmt: DumpFormat) -> list[str]:
+    if fmt == "custom":
+        return pg_command(
+            "pg_restore",
+            "-d",
+            database,
+            "--single-transaction",
+            "--exit-on-error",
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+        )
+    # The transaction is ours (BEGIN ... COMMIT around the stream, see restore_backup), so
+    # a stream cut short never reaches COMMIT: psql's --single-transaction would commit
+    # whatever arrived before the cut at EOF.
+    return pg_command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database)
+
+
+def full_read_command() -> list[str]:
+    """pg_restore reads (and decompresses) every block; ``--list`` alone passes truncations."""
+    return ["pg_restore", "-f", "/dev/null"]
+
+
+# --- files -----------------------------------------------------------------------------
+
+
+def backup_name(database: str, context: str, fmt: DumpFormat, when: datetime) -> str:
+    safe_context = re.sub(r"[^A-Za-z0-9_.-]", "_", context)
+    return f"{database}-{safe_context}-{when:%Y%m%d-%H%M%S}{EXTENSIONS[fmt]}"
+
+
+def sidecar_of(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def sha256_of(path: Path, progress: Progress | None = None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            digest.update(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    return digest.hexdigest()
+
+
+class HashingWriter:
+    """Writes through to a file while hashing, counting and keeping the first bytes."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.head = bytearray()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.f.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        return len(data)
+
+
+def _open_exclusive(path: Path) -> IO[bytes]:
+    return path.open("xb")
+
+
+def _publish(part: Path, directory: Path, name: str) -> Path:
+    """Give ``part`` its final name without ever replacing a file (a hard link is atomic
+    and fails if the name exists); on a clash, the next free ``-2``, ``-3`` ... name."""
+    stem, dot, ext = name.partition(".")
+    for n in range(1, 100):
+        final = directory / (name if n == 1 else f"{stem}-{n}{dot}{ext}")
+        try:
+            os.link(part, final)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (some network or FAT file systems)
+            if final.exists():
+                continue
+            os.rename(part, final)
+            return final
+        part.unlink()
+        return final
+    raise BackupError(f"no free name for {name} in {directory}")
+
+
+# --- backup ----------------------------------------------------------------------------
+
+
+def take_backup(
+    source: Source,
+    *,
+    backups_dir: Path,
+    fmt: DumpFormat = "custom",
+    compression: int = 0,
+    progress: ProgressFactory = _no_progress,
+    opener: Callable[[Path], IO[bytes]] = _open_exclusive,
+    now: datetime | None = None,
+) -> tuple[Path, BackupInfo]:
+    """pg_dump into ``backups_dir/<db>-<context>-<time>.<ext>`` via a ``.part`` file.
+
+    The file gets its name only after exit status 0, non-empty output and the right
+    format; then the sidecar records its sha256. Any failure (Ctrl-C included) removes
+    the ``.part``.
+    """
+    when = now or datetime.now(UTC)
+    backups_dir.mkdir(parents=True, exist_ok=True)
+    name = backup_name(source.database, source.context, fmt, when)
+    part = backups_dir / f"{name}.{secrets.token_hex(4)}.part"
+    try:
+        with opener(part) as f:
+            writer = HashingWriter(f)
+            with progress(f"pg_dump {source.database}", None) as advance:
+                try:
+                    source.runner.run(
+                        dump_command(source.database, fmt, compression),
+                        stdout=writer,  # type: ignore[arg-type]
+                        progress=advance,
+                    )
+                except ExecFailed as exc:
+                    raise DumpFailed(
+                        f"pg_dump of {source.database!r} in {source.runner.where} failed: "
+                        f"{exc.message}",
+                        database=source.database,
+                    ) from exc
+            f.flush()
+            os.fsync(f.fileno())
+        header = _check_dump_stream(writer, fmt, source.database, part)
+        info = BackupInfo(
+            file=name,
+            sha256=writer.digest.hexdigest(),
+            size=writer.size,
+            database=source.database,
+            format=fmt,
+            compression=header.compression or "none",
+            server_version=header.server_version,
+            source_context=source.context,
+            source_namespace=source.namespace,
+            source_pod=source.pod,
+            created=when.isoformat(timespec="seconds"),
+        )
+        final = _publish(part, backups_dir, name)
+        if final.name != name:
+            info = BackupInfo(**{**asdict(info), "file": final.name})
+        info.write(sidecar_of(final))
+        return final, info
+    except OSError as exc:
+        raise BackupError(
+            f"cannot write the backup in {backups_dir}: {exc.strerror or exc}",
+            hint="Free some disk space (or point --backups-dir elsewhere); "
+            "nothing partial was kept.",
+        ) from exc
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _check_dump_stream(
+    writer: HashingWriter, fmt: DumpFormat, database: str, part: Path
+) -> DumpHeader:
+    if writer.size == 0:
+        raise DumpFailed("pg_dump exited 0 but wrote nothing; nothing was kept")
+    try:
+        header = read_header(bytes(writer.head), name="the dump")
+    except CorruptBackup as exc:
+        raise DumpFailed(f"pg_dump's output is not a dump: {exc.message}") from exc
+    if header.format != fmt:
+        raise DumpFailed(f"asked pg_dump for {fmt} format, got {header.format}")
+    if fmt == "custom" and header.database != database:
+        raise DumpFailed(f"the dump is of database {header.database!r}, not {database!r}")
+    if fmt == "plain" and not plain_is_complete(part):
+        raise DumpFailed("the plain dump has no 'dump complete' trailer; nothing was kept")
+    return header
+
+
+def prune_local(backups_dir: Path, keep: int, *, protect: Sequence[Path] = ()) -> list[Path]:
+    """Keep the newest ``keep`` backups (with sidecars); never delete a protected one."""
+    protected = {p.resolve() for p in protect}
+    files = sorted(
+        (p for p in _local_backup_files(backups_dir)),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    removed = []
+    for path in files[keep:]:
+        if path.resolve() in protected:
+            continue
+        path.unlink(missing_ok=True)
+        sidecar_of(path).unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _local_backup_files(backups_dir: Path) -> list[Path]:
+    if not backups_dir.is_dir():
+        return []
+    return [
+        p
+        for p in backups_dir.iterdir()
+        if p.is_file() and p.suffix in (".dump", ".sql") and not p.name.startswith(".")
+    ]
+
+
+# --- verify ----------------------------------------------------------------------------
+
+
+def verify_backup(
+    path: Path,
+    *,
+    full_reader: CommandRunner | None,
+    progress: ProgressFactory = _no_progress,
+    require_sidecar: bool = True,
+) -> Verification:
+    """Check a local backup: sidecar sha256 and size, format, and a full read.
+
+    ``full_reader`` runs ``pg_restore`` for the full read of a custom dump (None: skip it,
+    and say so in the checks). Raises CorruptBackup on the first failed check.
+    """
+    if not path.is_file():
+        raise CorruptBackup(f"{path} does not exist", hint="`inv backup.list` shows the backups.")
+    checks: list[str] = []
+    size = path.stat().st_size
+    info: BackupInfo | None = None
+    try:
+        info = BackupInfo.read(sidecar_of(path))
+    except FileNotFoundError:
+        if require_sidecar:
+            raise CorruptBackup(
+                f"{path} has no sidecar {sidecar_of(path).name}; its checksum is unknown",
+                hint="Only restore files made by `inv backup.now`, or pass --no-sidecar "
+                "if you trust this file.",
+            ) from None
+    if info is not None:
+        if info.size != size:
+            raise CorruptBackup(
+                f"{path} is {size} bytes, its sidecar says {info.size}: truncated or altered"
+            )
+        with progress(f"sha256 {path.name}", size) as advance:
+            digest = sha256_of(path, advance)
+        if digest != info.sha256:
+            raise CorruptBackup(f"{path}: sha256 differs from its sidecar (the file was altered)")
+        checks.append("sha256 matches the sidecar")
+    header = read_file_header(path)
+    checks.append(
+        f"{header.format} format"
+        + (f", archive {header.archive_version}" if header.archive_version else "")
+    )
+    if info is not None and info.format != header.format:
+        raise CorruptBackup(f"{path} is {header.format}, its sidecar says {info.format}")
+    if header.format == "plain":
+        if not plain_is_complete(path):
+            raise CorruptBackup(f"{path} is cut short: no 'dump complete' trailer")
+        checks.append("plain dump ends with pg_dump's trailer")
+    elif full_reader is not None:
+        with path.open("rb") as f, progress(f"full read {path.name}", size) as advance:
+            result = full_reader.run(
+                full_read_command(), stdin=f, stdin_size=size, check=False, progress=advance
+            )
+        if result.exit_code != 0:
+            raise CorruptBackup(
+                f"{path} does not read to the end: {result.stderr_tail or 'pg_restore failed'}"
+            )
+        checks.append(f"full read by pg_restore ({full_reader.where})")
+    else:
+        checks.append("full read skipped (no pg_restore available)")
+    return Verification(path=path, header=header, checks=tuple(checks), info=info)
+
+
+def row_counts(runner: CommandRunner, database: str) -> dict[str, int]:
+    """Exact row counts of every table (``count(*)``), for drills and restore reports."""
+    result = runner.run(
+        pg_command("psql", "-X", "-q", "-A", "-t", "-F", "\t", "-d", database, "-c", _ROW_COUNTS)
+    )
+    counts: dict[str, int] = {}
+    for line in result.stdout.decode("utf-8", errors="replace").splitlines():
+        if "\t" in line:
+            table, count = line.rsplit("\t", 1)
+            counts[table] = int(count)
+    return counts
+
+
+def drill(
+    path: Path, source: Source, *, progress: ProgressFactory = _no_progress
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Restore into a scratch database next to the live one, count rows in both, drop it.
+
+    Returns (restored counts, live counts). The scratch database is dropped whatever happens.
+    """
+    header = read_file_header(path)
+    scratch = f"{source.database}_drill_{secrets.token_hex(4)}"
+    runner = source.runner
+    runner.run(pg_command("createdb", scratch))
+    try:
+        _restore_stream(runner, path, scratch, header.format, progress)
+        restored = row_counts(runner, scratch)
+    finally:
+        runner.run(pg_command("dropdb", "--if-exists", scratch), check=False)
+    return restored, row_counts(runner, source.database)
+
+
+# --- restore ---------------------------------------------------------------------------
+
+
+class _Concat(io.RawIOBase):
+    """A read-only stream of several streams one after the other."""
+
+    def __init__(self, parts: Sequence[IO[bytes]]) -> None:
+        self._parts = list(parts)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while self._parts:
+            data = self._parts[0].read(size)
+            if data:
+                return data
+            self._parts.pop(0)
+        return b""
+
+
+def _restore_stream(
+    runner: CommandRunner,
+    path: Path,
+    database: str,
+    fmt: DumpFormat,
+    progress: ProgressFactory,
+) -> ExecResult:
+    size = path.stat().st_size
+    with path.open("rb") as f, progress(f"restore {path.name}", size) as advance:
+        if fmt == "custom":
+            stream: IO[bytes] = f
+            total = size
+        else:
+            begin, commit = b"BEGIN;\n", b"\n;\nCOMMIT;\n"
+            stream = _Concat([io.BytesIO(begin), f, io.BytesIO(commit)])  # type: ignore[assignment]
+            total = size + len(begin) + len(commit)
+        try:
+            return runner.run(
+                restore_command(database, fmt), stdin=stream, stdin_size=total, progress=advance
+            )
+        except ExecFailed as exc:
+            raise RestoreFailed(
+                f"restore of {path.name} into {database!r} failed, nothing was changed: "
+                f"{exc.message}",
+                database=database,
+            ) from exc
+
+
+def restore_backup(
+    path: Path,
+    source: Source,
+    *,
+    full_reader: CommandRunner | None,
+    backups_dir: Path,
+    safety_backup: bool = True,
+    compression: int = 0,
+    require_sidecar: bool = True,
+    progress: ProgressFactory = _no_progress,
+) -> RestoreReport:
+    """Verify ``path``, take a safety backup, then restore it in one transaction."""
+    verification = verify_backup(
+        path, full_reader=full_reader, progress=progress, require_sidecar=require_sidecar
+    )
+    safety = None
+    if safety_backup:
+        safety, _ = take_backup(
+            source, backups_dir=backups_dir, compression=compression, progress=progress
+        )
+    _restore_stream(source.runner, path, source.database, verification.header.format, progress)
+    return RestoreReport(
+        file=path,
+        database=source.database,
+        tables=row_counts(source.runner, source.database),
+        safety_backup=safety,
+    )
+
+
+# --- listing ---------------------------------------------------------------------------
+
+
+def list_local(backups_dir: Path) -> list[ListedBackup]:
+    found = []
+    for path in _local_backup_files(backups_dir):
+        stat = path.stat()
+        try:
+            info: BackupInfo | None = BackupInfo.read(sidecar_of(path))
+        except (FileNotFoundError, CorruptBackup):
+            info = None
+        if info is None:
+            verified = "no sidecar"
+        elif info.size != stat.st_size:
+            verified = "SIZE MISMATCH"
+        else:
+            verified = "sidecar (size ok)"
+        found.append(
+            ListedBackup(
+                name=path.name,
+                where="local",
+                size=stat.st_size,
+                modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+                format=info.format if info else ("custom" if path.suffix == ".dump" else "plain"),
+                verified=verified,
+            )
+        )
+    return found
+
+
+_LIST_DAEMON = (
+    'cd "$0" || exit 1; for f in *.sql *.dump; do [ -f "$f" ] || continue; '
+    's=missing; [ -f "$f.sha256" ] && { if sha256sum -c "$f.sha256" >/dev/null 2>&1; '
+    "then s=ok; else s=BAD; fi; }; "
+    'printf "%s|%s|%s|%s\\n" "$f" "$(wc -c < "$f")" "$(date -r "$f" +%s)" "$s"; done'
+)
+_LIST_DAEMON_FAST = _LIST_DAEMON.replace(
+    'if sha256sum -c "$f.sha256" >/dev/null 2>&1; then s=ok; else s=BAD; fi;', "s=sidecar;"
+)
+
+
+def list_daemon(runner: CommandRunner, *, check: bool = False) -> list[ListedBackup]:
+    """Backups in the daemon's volume; ``check`` re-hashes each one in the pod."""
+    script = _LIST_DAEMON if check else _LIST_DAEMON_FAST
+    result = runner.run(["sh", "-c", script, DAEMON_DIR])
+    found = []
+    for line in result.stdout.decode("utf-8", errors="replace").splitlines():
+        parts = line.split("|")
+        if len(parts) != 4:
+            continue
+        name, size, mtime, status = parts
+        found.append(
+            ListedBackup(
+                name=name,
+                where="daemon",
+                size=int(size),
+                modified=datetime.fromtimestamp(int(mtime), UTC),
+                format="custom" if name.endswith(".dump") else "plain",
+                verified={
+                    "ok": "sha256 ok",
+                    "BAD": "SHA256 MISMATCH",
+                    "missing": "no sidecar",
+                    "sidecar": "sidecar",
+                }.get(status, status),
+            )
+        )
+    return found
+
+
+# --- the daemon's volume ---------------------------------------------------------------
+
+# $1 name, $2 size, $3 sha256. Self-cleaning: whatever happens, no .part stays behind, and
+# `ln` (atomic, fails if the name exists) means an existing backup is never replaced.
+_RECEIVE = r"""
+dir="$0"; name="$1"; size="$2"; sum="$3"
+part="$dir/.$name.$$.part"; final="$dir/$name"; tmpsum="$dir/.$name.$$.sha256.part"
+trap 'rm -f "$part" "$tmpsum"' EXIT
+trap 'exit 130' INT TERM HUP
+if [ -e "$final" ]; then echo "$final already exists in the daemon's volume" >&2; exit 17; fi
+head -c "$size" > "$part" || exit 1
+got=$(wc -c < "$part")
+if [ "$got" -ne "$size" ]; then echo "received $got of $size bytes" >&2; exit 1; fi
+set -- $(sha256sum "$part")
+if [ "$1" != "$sum" ]; then echo "sha256 in the pod is $1, expected $sum" >&2; exit 1; fi
+printf '%s  %s\n' "$sum" "$name" > "$tmpsum" || exit 1
+if ! ln "$part" "$final" 2>/dev/null; then echo "$final already exists" >&2; exit 17; fi
+mv "$tmpsum" "$final.sha256"
+echo "$sum"
+"""
+
+
+def send_to_daemon(
+    path: Path,
+    runner: CommandRunner,
+    *,
+    name: str | None = None,
+    progress: ProgressFactory = _no_progress,
+) -> str:
+    """Stream a local backup into the daemon's ``/backups`` and check its sha256 in the pod.
+
+    Returns the sha256 the pod computed (equal to the local one, or this raised).
+    """
+    name = name or path.name
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+        raise BackupError(f"{name!r} is not a usable backup file name")
+    size = path.stat().st_size
+    with progress(f"sha256 {path.name}", size) as advance:
+        digest = sha256_of(path, advance)
+    with path.open("rb") as f, progress(f"upload {name}", size) as advance:
+        try:
+            result = runner.run(
+                ["sh", "-c", _RECEIVE, DAEMON_DIR, name, str(size), digest],
+                stdin=f,
+                stdin_size=size,
+                progress=advance,
+            )
+        except ExecFailed as exc:
+            if "already exists" in exc.message:
+                raise BackupError(
+                    f"{name} already exists in the daemon's volume; nothing was overwritten",
+                    hint="Pick another name with --name.",
+                ) from exc
+            raise BackupError(f"upload of {name} failed: {exc.message}") from exc
+    remote = result.stdout.decode().strip()
+    if remote != digest:
+        raise CorruptBackup(f"the pod reports sha256 {remote!r}, expected {digest}")
+    return remote
+
+
+def prune_daemon(runner: CommandRunner) -> str:
+    """Apply the daemon's own retention (``sh /scripts/backup.sh prune``)."""
+    result = runner.run(["sh", "/scripts/backup.sh", "prune"])
+    return result.stdout.decode("utf-8", errors="replace").strip()
+
+
+_SEND = r"""
+cd "$0" || exit 1
+[ -f "$1" ] || { echo "$1 is not in $0" >&2; exit 2; }
+[ -f "$1.sha256" ] || { echo "$1 has no $1.sha256 sidecar" >&2; exit 3; }
+sha256sum -c "$1.sha256" >&2 || exit 4
+exec cat "$1"
+"""
+
+
+def fetch_from_daemon(
+    name: str,
+    runner: CommandRunner,
+    *,
+    backups_dir: Path,
+    source: Source,
+    progress: ProgressFactory = _no_progress,
+) -> Path:
+    """Copy a daemon backup into ``backups_dir`` (checked in the pod, then again here)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise BackupError(f"{name!r} is not a backup file name")
+    expected = runner.run(["sh", "-c", 'cat "$0/$1.sha256"', DAEMON_DIR, name], check=False)
+    if expected.exit_code != 0:
+        raise CorruptBackup(f"{name} (or its .sha256 sidecar) is not in the daemon's volume")
+    digest_expected = expected.stdout.decode().split()[0] if expected.stdout.split() else ""
+    backups_dir.mkdir(parents=True, exist_ok=True)
+    part = backups_dir / f"{name}.{secrets.token_hex(4)}.part"
+    try:
+        with part.open("xb") as f, progress(f"download {name}", None) as advance:
+            writer = HashingWriter(f)
+            try:
+                runner.run(
+                    ["sh", "-c", _SEND, DAEMON_DIR, name],
+                    stdout=writer,  # type: ignore[arg-type]
+                    progress=advance,
+                )
+            except ExecFailed as exc:
+                raise CorruptBackup(f"cannot read {name} from the daemon: {exc.message}") from exc
+        if writer.digest.hexdigest() != digest_expected:
+            raise CorruptBackup(f"{name}: the download's sha256 differs from the daemon's sidecar")
+        header = read_header(bytes(writer.head), name=name)
+        info = BackupInfo(
+            file=name,
+            sha256=digest_expected,
+            size=writer.size,
+            database=header.database or source.database,
+            format=header.format,
+            compression=header.compression or "none",
+            server_version=header.server_version,
+            source_context=source.context,
+            source_namespace=source.namespace,
+            source_pod=f"{runner.where} {DAEMON_DIR}/{name}",
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        final = _publish(part, backups_dir, name)
+        info = BackupInfo(**{**asdict(info), "file": final.name})
+        info.write(sidecar_of(final))
+        return final
+    finally:
+        part.unlink(missing_ok=True)
+
+
+# --- a local runner --------------------------------------------------------------------
+
+
+@dataclass
+class LocalRunner:
+    """Runs commands as local subprocesses (local PostgreSQL tools, and the tests).
+
+    The same ``sh -c`` commands as in the pod run here, with the credentials in ``env``
+    (``POSTGRES_USER``/``POSTGRES_PASSWORD`` plus ``PGHOST``/``PGPORT``).
+    """
+
+    env: Mapping[str, str] | None = None
+    chunk_size: int = CHUNK_SIZE
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+
+    @property
+    def where(self) -> str:
+        return "this machine"
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: IO[bytes] | None = None,
+        stdin_size: int | None = None,
+        stdout: IO[bytes] | None = None,
+        check: bool = True,
+        progress: Progress | None = None,
+    ) -> ExecResult:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(self.env) if self.env is not None else None,
+        )
+        self.processes.append(proc)
+        tail = StderrTail()
+        captured = bytearray()
+        fed = 0
+        feed_error: list[BaseException] = []
+
+        def feed() -> None:
+            nonlocal fed
+            assert proc.stdin is not None and stdin is not None
+            try:
+                while chunk := stdin.read(self.chunk_size):
+                    proc.stdin.write(chunk)
+                    fed += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+            except BrokenPipeError:
+                pass
+            except BaseException as exc:
+                feed_error.append(exc)
+                proc.kill()
+            finally:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+
+        def drain_stderr() -> None:
+            assert proc.stderr is not None
+            while chunk := proc.stderr.read1(65536):  # type: ignore[attr-defined]
+                tail.add(chunk)
+
+        threads = [threading.Thread(target=drain_stderr, daemon=True)]
+        if stdin is not None:
+            threads.append(threading.Thread(target=feed, daemon=True))
+        for thread in threads:
+            thread.start()
+        out = 0
+        try:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read1(self.chunk_size):  # type: ignore[attr-defined]
+                if stdout is not None:
+                    stdout.write(chunk)
+                    if progress is not None and stdin is None:
+                        progress(len(chunk))
+                else:
+                    captured += chunk
+                out += len(chunk)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for thread in threads:
+                thread.join(timeout=5)
+        if feed_error:
+            raise feed_error[0]
+        result = ExecResult(
+            exit_code=code,
+            stderr_tail=tail.text(),
+            stdout_bytes=out,
+            stdin_bytes=fed,
+            stdout=bytes(captured),
+        )
+        if check and code != 0:
+            raise ExecFailed(
+                f"{argv[0] if argv[0] != 'sh' else ' '.join(argv[3:4])} exited with {code}"
+                + (f": {result.stderr_tail}" if result.stderr_tail else "")
+            )
+        return result
+
+
+def iter_rows(listed: Sequence[ListedBackup], now: datetime) -> Iterator[list[str]]:
+    for b in sorted(listed, key=lambda b: b.modified, reverse=True):
+        yield [b.name, b.where, _age(now - b.modified), _size(b.size), b.format, b.verified]
+
+
+def _age(delta: object) -> str:
+    seconds = int(delta.total_seconds()) if hasattr(delta, "total_seconds") else 0
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length:
+            return f"{seconds // length}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
