@@ -7,18 +7,14 @@ The PostgreSQL server itself is the repository's ``postgres_server`` fixture (ro
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+from app_helpers import AppProcess, free_port, settings_for, wait_for_status
 
 with warnings.catch_warnings():
     # Starlette now prefers the httpx2 fork; httpx still works and is what the tests use.
@@ -28,54 +24,6 @@ with warnings.catch_warnings():
 from student_api.core.config import Settings
 from student_api.main import create_app
 from tests.support.postgres import PostgresServer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def db_env(server: PostgresServer, database: str) -> dict[str, str]:
-    """The app's DB_* variables for ``database`` on the fixture's server."""
-    return {
-        "DB_HOST": server.host,
-        "DB_PORT": str(server.port),
-        "DB_NAME": database,
-        "DB_USER": server.superuser,
-        "DB_PASSWORD": server.password,
-    }
-
-
-def settings_for(server: PostgresServer, database: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "db_host": server.host,
-        "db_port": server.port,
-        "db_name": database,
-        "db_user": server.superuser,
-        "db_password": server.password,
-        "ready_timeout": 2.0,
-        "migration_retry_seconds": 0.2,
-        **overrides,
-    }
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-def wait_for_status(
-    get: Callable[[str], httpx.Response], path: str, status: int = 200, timeout: float = 30.0
-) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            response = get(path)
-            if response.status_code == status:
-                return response
-            last = f"{response.status_code} {response.text}"
-        except httpx.TransportError as exc:
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not answer {status} within {timeout}s (last: {last})")
 
 
 @pytest.fixture
@@ -89,33 +37,6 @@ def client(app_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(app_settings)) as test_client:
         wait_for_status(test_client.get, "/health/startup")
         yield test_client
-
-
-@dataclass
-class AppProcess:
-    """``python -m student_api`` on a free port, its stderr captured to a file."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str, timeout: float = 5.0) -> httpx.Response:
-        return httpx.get(self.base_url + path, timeout=timeout)
-
-    def wait_for(self, path: str, status: int = 200, timeout: float = 30.0) -> httpx.Response:
-        return wait_for_status(self.get, path, status, timeout)
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
 
 
 @pytest.fixture

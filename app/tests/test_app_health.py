@@ -1,0 +1,118 @@
+"""Probes: live never touches the DB; startup means migrated; ready follows the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+from app_helpers import free_port, settings_for, wait_for_status
+from fastapi.testclient import TestClient
+
+from student_api.main import create_app
+from tests.support.postgres import PostgresServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_without_database_live_answers_and_the_rest_waits(
+    postgres_server: PostgresServer,
+) -> None:
+    settings = settings_for(postgres_server, "postgres", db_port=free_port())
+
+    with TestClient(create_app(settings)) as client:
+        live = client.get("/health/live")
+        startup = client.get("/health/startup")
+        ready = client.get("/health/ready")
+        api = client.get("/api/student")
+
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    assert (startup.status_code, startup.json()) == (503, {"status": "starting"})
+    assert (ready.status_code, ready.json()["status"]) == (503, "starting")
+    assert api.status_code == 503
+    assert "not ready" in api.json()["detail"]
+
+
+def test_startup_reports_the_migrated_revision(client: TestClient) -> None:
+    assert client.get("/health/startup").json() == {"status": "started", "revision": "0001"}
+
+
+def test_ready_goes_false_when_the_database_stops_and_true_when_back(
+    client: TestClient, postgres_server: PostgresServer
+) -> None:
+    assert client.get("/health/ready").json() == {"status": "ready"}
+    client.get("/api/student")  # leave a pooled connection that the outage breaks
+
+    postgres_server.stop()
+    try:
+        started = time.monotonic()
+        ready = client.get("/health/ready")
+        took = time.monotonic() - started
+        live = client.get("/health/live")
+        api = client.get("/api/student")
+    finally:
+        postgres_server.start()
+
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "unavailable"
+    assert took < 3.0
+    assert live.status_code == 200
+    assert (api.status_code, api.json()) == (
+        503,
+        {"detail": "database unavailable, try again shortly"},
+    )
+    assert wait_for_status(client.get, "/health/ready", 200, timeout=15).json() == {
+        "status": "ready"
+    }
+    assert client.get("/api/student").status_code == 200
+
+
+def _postgres_pids(server: PostgresServer) -> list[int]:
+    postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+@contextmanager
+def frozen(server: PostgresServer) -> Iterator[None]:
+    """SIGSTOP the server's processes: connections stay open but nothing answers."""
+    pids = _postgres_pids(server)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def test_ready_answers_within_its_timeout_when_the_database_hangs(
+    postgres_server: PostgresServer, fresh_database: str
+) -> None:
+    if not hasattr(signal, "SIGSTOP") or not Path("/proc").is_dir():
+        pytest.skip("needs Linux /proc and SIGSTOP")
+    settings = settings_for(postgres_server, fresh_database, ready_timeout=1.0)
+    with TestClient(create_app(settings)) as client:
+        wait_for_status(client.get, "/health/ready", 200)
+
+        with frozen(postgres_server):
+            started = time.monotonic()
+            ready = client.get("/health/ready")
+            took = time.monotonic() - started
+
+        assert ready.status_code == 503
+        assert ready.json()["detail"] == "database did not answer within 1s"
+        assert 0.9 < took < 2.0
+        wait_for_status(client.get, "/health/ready", 200, timeout=15)
