@@ -2,7 +2,11 @@
 
 from invoke.collection import Collection
 
-from ops.tasks import config
+from ops.tasks import config, doctor, image, pipeline, rollout
 
 ns = Collection()
 ns.add_task(config.show, name="config")
+ns.add_task(doctor.doctor, name="doctor")
+ns.add_task(pipeline.pipeline, name="pipeline")
+ns.add_collection(image.ns)
+ns.add_collection(rollout.ns)

@@ -85,7 +85,7 @@ def _registry(settings: Settings) -> list[Check]:
     except OpsError as error:
         return [
             Check(name="registry", outcome="fail", detail=error.message, hint=error.hint),
-            Check(name="registry login", outcome="skip", detail="registry unreachable"),
+            _skipped("registry login", "registry unreachable"),
         ]
     reachable = Check(name="registry", outcome="ok", detail=f"{registry.host} ({result.url})")
     login = {
@@ -127,6 +127,13 @@ def _cluster(settings: Settings) -> list[Check]:
     if not cluster.ok:
         return [*checks, *(_skipped(n, "cluster unreachable") for n in names[2:])]
     namespace = _attempt("namespace", lambda: _read_namespace(target))
+    if not namespace.ok:
+        namespace = Check(
+            name="namespace",
+            outcome="fail",
+            detail=namespace.detail,
+            hint="Pass --namespace NAME, or deploy the app first (kubectl apply -k k8s/...).",
+        )
     checks.append(namespace)
     if not namespace.ok:
         return [*checks, _skipped("Deployment", "namespace missing")]
