@@ -25,9 +25,18 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
-from ops.errors import BackupError, CorruptBackup, DumpFailed, ExecFailed, RestoreFailed
+from ops.config import Settings
+from ops.errors import (
+    BackupError,
+    ClusterError,
+    CorruptBackup,
+    DumpFailed,
+    ExecFailed,
+    OpsError,
+    RestoreFailed,
+)
 from ops.execstream import CHUNK_SIZE, CommandRunner, ExecResult, Progress, StderrTail
 from ops.pgformat import (
     HEAD_BYTES,
@@ -37,6 +46,9 @@ from ops.pgformat import (
     read_file_header,
     read_header,
 )
+
+if TYPE_CHECKING:
+    from ops.kube import KubeTarget
 
 ProgressFactory = Callable[[str, int | None], AbstractContextManager[Progress]]
 Where = Literal["local", "daemon"]
@@ -854,3 +866,329 @@ def _size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+# --- the cluster: where the tasks run ---------------------------------------------------
+
+
+def human_size(n: int) -> str:
+    return _size(n)
+
+
+def _target(settings: Settings) -> KubeTarget:
+    from ops.kube import resolve_target
+
+    return resolve_target(settings)
+
+
+def ensure_running(target: KubeTarget, pod: str) -> None:
+    """NotFound if the pod does not exist, ClusterError if it is not running."""
+    from kubernetes.client import CoreV1Api
+
+    from ops.kube import api_client, api_errors
+
+    with api_errors("pod", name=pod, namespace=target.namespace):
+        found = CoreV1Api(api_client(target)).read_namespaced_pod(pod, target.namespace)
+    phase = found.status.phase if found.status else None
+    deleting = found.metadata is not None and found.metadata.deletion_timestamp is not None
+    if phase != "Running" or deleting:
+        state = "being deleted" if deleting else (phase or "unknown")
+        raise ClusterError(
+            f"pod {pod!r} in namespace {target.namespace!r} is {state}, not Running",
+            hint="Wait until it runs (`kubectl get pod -w`), then try again.",
+            pod=pod,
+            namespace=target.namespace,
+        )
+
+
+def pod_source(settings: Settings) -> Source:
+    """The postgres pod as a backup source, checked to be running."""
+    from ops.execstream import PodExec
+
+    target = _target(settings)
+    ensure_running(target, settings.postgres_pod)
+    return Source(
+        runner=PodExec(target, settings.postgres_pod),
+        database=settings.database,
+        context=target.context,
+        namespace=target.namespace,
+        pod=settings.postgres_pod,
+    )
+
+
+def daemon_runner(settings: Settings) -> CommandRunner:
+    """A runner in a running pod of the backup daemon's Deployment."""
+    from kubernetes.client import AppsV1Api, CoreV1Api
+
+    from ops.execstream import PodExec
+    from ops.kube import api_client, api_errors
+
+    target = _target(settings)
+    name = settings.backup_daemon
+    with api_errors("Deployment", name=name, namespace=target.namespace):
+        client = api_client(target)
+        deployment = AppsV1Api(client).read_namespaced_deployment(name, target.namespace)
+        labels = deployment.spec.selector.match_labels or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = CoreV1Api(client).list_namespaced_pod(target.namespace, label_selector=selector)
+    running = [
+        (p.metadata.creation_timestamp, p.metadata.name)
+        for p in pods.items
+        if p.status
+        and p.status.phase == "Running"
+        and p.metadata is not None
+        and p.metadata.deletion_timestamp is None
+        and p.metadata.name
+    ]
+    if not running:
+        raise ClusterError(
+            f"no running pod of Deployment {name!r} in namespace {target.namespace!r}",
+            hint="Check the daemon with `kubectl get pods`; it may still be starting.",
+        )
+    _, newest = max(running, key=lambda p: (str(p[0]), str(p[1])))
+    return PodExec(target, str(newest))
+
+
+def backup_plan(settings: Settings) -> list[tuple[str, str]]:
+    from ops.kube import resolve_target
+
+    target = resolve_target(settings)
+    fmt: DumpFormat = settings.backup_format
+    name = backup_name(settings.database, target.context, fmt, datetime.now(UTC))
+    return [
+        ("context", target.context),
+        ("namespace", target.namespace),
+        ("pod", settings.postgres_pod),
+        ("database", settings.database),
+        (
+            "format",
+            fmt + (f", compression {settings.backup_compression}" if fmt == "custom" else ""),
+        ),
+        ("file", str(settings.backups_dir / name)),
+        ("keep", f"newest {settings.backup_keep} local backups"),
+    ]
+
+
+def backup_now(
+    settings: Settings, *, progress: ProgressFactory = _no_progress
+) -> tuple[Path, BackupInfo]:
+    return take_backup(
+        pod_source(settings),
+        backups_dir=settings.backups_dir,
+        fmt=settings.backup_format,
+        compression=settings.backup_compression,
+        progress=progress,
+    )
+
+
+def full_reader_for(settings: Settings, reader: str) -> CommandRunner | None:
+    import shutil
+
+    if reader == "skip":
+        return None
+    if reader == "local" or (reader == "auto" and shutil.which("pg_restore")):
+        if not shutil.which("pg_restore"):
+            raise BackupError(
+                "pg_restore is not installed here", hint="Use --reader pod to read it in the pod."
+            )
+        return LocalRunner()
+    if reader in ("pod", "auto"):
+        return pod_source(settings).runner
+    raise BackupError(f"--reader must be auto, local, pod or skip, not {reader!r}")
+
+
+def verify_file(
+    settings: Settings,
+    path: Path,
+    *,
+    reader: str = "auto",
+    require_sidecar: bool = True,
+    progress: ProgressFactory = _no_progress,
+) -> Verification:
+    full_reader = None
+    if path.is_file() and read_file_header(path).format == "custom":
+        full_reader = full_reader_for(settings, reader)
+    return verify_backup(
+        path, full_reader=full_reader, progress=progress, require_sidecar=require_sidecar
+    )
+
+
+def drill_in_pod(
+    settings: Settings, path: Path, *, progress: ProgressFactory = _no_progress
+) -> tuple[dict[str, int], dict[str, int]]:
+    return drill(path, pod_source(settings), progress=progress)
+
+
+def to_daemon_plan(settings: Settings, path: Path, name: str) -> list[tuple[str, str]]:
+    from ops.kube import resolve_target
+
+    if not path.is_file():
+        raise CorruptBackup(f"{path} does not exist")
+    target = resolve_target(settings)
+    return [
+        ("context", target.context),
+        ("namespace", target.namespace),
+        ("daemon", f"Deployment {settings.backup_daemon}, {DAEMON_DIR}/{name}"),
+        ("file", f"{path} ({human_size(path.stat().st_size)})"),
+        ("then", "check sha256 in the pod; sh /scripts/backup.sh prune"),
+    ]
+
+
+def to_daemon(
+    settings: Settings, path: Path, *, name: str, progress: ProgressFactory = _no_progress
+) -> tuple[str, str, str]:
+    """Verify locally, upload, check in the pod, prune there. (pod, sha256, prune output)"""
+    verify_backup(path, full_reader=None, progress=progress, require_sidecar=False)
+    runner = daemon_runner(settings)
+    digest = send_to_daemon(path, runner, name=name, progress=progress)
+    return runner.where, digest, prune_daemon(runner)
+
+
+def list_all(
+    settings: Settings, *, check: bool = False, daemon: bool = True
+) -> tuple[list[ListedBackup], str]:
+    """Local and daemon backups; the second value says why the daemon was not listed."""
+    listed = list_local(settings.backups_dir)
+    if check:
+        listed = [_rehash(settings.backups_dir, b) for b in listed]
+    problem = ""
+    if daemon:
+        try:
+            listed += list_daemon(daemon_runner(settings), check=check)
+        except OpsError as exc:
+            problem = f"daemon backups not listed: {exc.message}"
+    return listed, problem
+
+
+def _rehash(backups_dir: Path, listed: ListedBackup) -> ListedBackup:
+    path = backups_dir / listed.name
+    try:
+        info = BackupInfo.read(sidecar_of(path))
+    except (FileNotFoundError, CorruptBackup):
+        return listed
+    ok = info.size == listed.size and sha256_of(path) == info.sha256
+    return ListedBackup(**{**asdict(listed), "verified": "sha256 ok" if ok else "SHA256 MISMATCH"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreSession:
+    """A checked restore, ready to run once the user agreed to its plan."""
+
+    source: Source | None
+    settings: Settings
+    path: Path | None
+    daemon_name: str | None
+    safety_backup: bool
+    require_sidecar: bool
+    plan: list[tuple[str, str]]
+
+
+def prepare_restore(
+    settings: Settings,
+    *,
+    file: Path | None,
+    from_daemon: str | None,
+    require_sidecar: bool = True,
+    safety_backup: bool = True,
+    dry_run: bool = False,
+    progress: ProgressFactory = _no_progress,
+) -> RestoreSession:
+    """Check everything a restore needs (file first, then the pod) and build its plan.
+
+    A local file is verified here — before anything touches the database. A daemon backup
+    is fetched (checked in the pod and again here) by ``run_restore``, or only looked up
+    on a dry run.
+    """
+    described: list[tuple[str, str]] = []
+    if file is not None:
+        verification = _verify_for_restore(settings, file, require_sidecar, progress)
+        info = verification.info
+        described = [
+            ("file", str(file)),
+            ("size", human_size(file.stat().st_size)),
+            ("format", verification.header.format),
+            ("created", info.created if info else "unknown (no sidecar)"),
+            (
+                "source database",
+                (info.database if info else verification.header.database) or "unknown",
+            ),
+            ("checks", "; ".join(verification.checks)),
+        ]
+    source = pod_source(settings)
+    if from_daemon is not None:
+        runner = daemon_runner(settings)
+        match = [b for b in list_daemon(runner) if b.name == from_daemon]
+        if not match:
+            raise CorruptBackup(
+                f"{from_daemon} is not in the daemon's {DAEMON_DIR}",
+                hint="`inv backup.list` shows the daemon's backups.",
+            )
+        described = [
+            ("file", f"{runner.where}:{DAEMON_DIR}/{from_daemon}"),
+            ("size", human_size(match[0].size)),
+            ("format", match[0].format),
+            ("created", match[0].modified.isoformat(timespec="seconds")),
+            ("checks", "sha256 against its .sha256 sidecar, in the pod and here, before restoring"),
+        ]
+    plan = [
+        ("context", source.context),
+        ("namespace", source.namespace),
+        ("pod", source.pod),
+        ("database", source.database),
+        *described,
+        ("safety backup", "yes, into " + str(settings.backups_dir) if safety_backup else "NO"),
+        ("how", "one transaction: on any error the database stays as it was"),
+    ]
+    return RestoreSession(
+        source=source,
+        settings=settings,
+        path=file,
+        daemon_name=from_daemon,
+        safety_backup=safety_backup,
+        require_sidecar=require_sidecar,
+        plan=plan,
+    )
+
+
+def _verify_for_restore(
+    settings: Settings, path: Path, require_sidecar: bool, progress: ProgressFactory
+) -> Verification:
+    # With a sidecar, its sha256 proves the file is what pg_dump wrote after exiting 0;
+    # without one, a full read (in the pod: the restoring pg_restore's own version) must.
+    has_sidecar = sidecar_of(path).is_file()
+    reader = None
+    if not has_sidecar and path.is_file() and read_file_header(path).format == "custom":
+        reader = pod_source(settings).runner
+    return verify_backup(
+        path, full_reader=reader, progress=progress, require_sidecar=require_sidecar
+    )
+
+
+def run_restore(
+    session: RestoreSession, *, progress: ProgressFactory = _no_progress
+) -> RestoreReport:
+    assert session.source is not None
+    settings = session.settings
+    path = session.path
+    if session.daemon_name is not None:
+        path = fetch_from_daemon(
+            session.daemon_name,
+            daemon_runner(settings),
+            backups_dir=settings.backups_dir,
+            source=session.source,
+            progress=progress,
+        )
+    assert path is not None
+    report = restore_backup(
+        path,
+        session.source,
+        full_reader=None,
+        backups_dir=settings.backups_dir,
+        safety_backup=session.safety_backup,
+        compression=settings.backup_compression,
+        require_sidecar=session.require_sidecar,
+        progress=progress,
+    )
+    protect = [path] + ([report.safety_backup] if report.safety_backup else [])
+    prune_local(settings.backups_dir, settings.backup_keep, protect=protect)
+    return report

@@ -1,0 +1,263 @@
+"""backup.*: pg_dump out of the postgres pod, verify, ship to the daemon, list, restore."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from invoke.exceptions import Exit
+
+from ops import backups, console
+from ops.errors import BackupError
+from ops.tasks.common import Collection, Settings, confirm, ops_task, settings_for
+
+_WHERE = {
+    "context": "Kube context (default: the kubeconfig's current one, if allowed)",
+    "namespace": "Namespace of the database (default: development)",
+    "pod": "The PostgreSQL pod (default: postgres-0)",
+    "database": "Database (default: studentdb)",
+    "backups_dir": "Local backup folder (default: backups/)",
+}
+
+
+def _settings(
+    context: str | None,
+    namespace: str | None,
+    pod: str | None,
+    database: str | None,
+    backups_dir: str | None,
+    **more: Any,
+) -> Settings:
+    return settings_for(
+        context=context,
+        namespace=namespace,
+        postgres_pod=pod,
+        database=database,
+        backups_dir=backups_dir,
+        **more,
+    )
+
+
+@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+    help={
+        **_WHERE,
+        "format": "custom (default) or plain SQL",
+        "compression": "pg_dump -Fc compression 0-9 (default 0: fastest, see README)",
+        "keep": "Local backups to keep, newest first (default 10)",
+        "dry_run": "Show what would happen; touch nothing",
+    }
+)
+def now(
+    c: Any,
+    context: str | None = None,
+    namespace: str | None = None,
+    pod: str | None = None,
+    database: str | None = None,
+    backups_dir: str | None = None,
+    format: str | None = None,
+    compression: int | None = None,
+    keep: int | None = None,
+    dry_run: bool = False,
+) -> None:
+    """Back up the database now: pg_dump in the pod, streamed into backups/, verified."""
+    settings = _settings(
+        context,
+        namespace,
+        pod,
+        database,
+        backups_dir,
+        backup_format=format,
+        backup_compression=compression,
+        backup_keep=keep,
+    )
+    plan = backups.backup_plan(settings)
+    if dry_run:
+        console.plan("Dry run: backup.now would", plan)
+        return
+    path, info = backups.backup_now(settings, progress=console.byte_progress)
+    console.success(f"{path} ({backups.human_size(info.size)}, sha256 {info.sha256[:12]}…)")
+    removed = backups.prune_local(settings.backups_dir, settings.backup_keep, protect=[path])
+    for old in removed:
+        console.info(f"  removed old backup {old.name} (keeping {settings.backup_keep})")
+
+
+@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+    help={
+        "file": "The backup file to check",
+        "drill": "Also restore it into a scratch database in the pod and compare row counts",
+        "reader": "Where pg_restore reads a custom dump in full: auto, local, pod or skip",
+        "no_sidecar": "Accept a file without its .json sidecar (no checksum to compare)",
+        **_WHERE,
+    },
+    positional=["file"],
+)
+def verify(
+    c: Any,
+    file: str,
+    drill: bool = False,
+    reader: str = "auto",
+    no_sidecar: bool = False,
+    context: str | None = None,
+    namespace: str | None = None,
+    pod: str | None = None,
+    database: str | None = None,
+    backups_dir: str | None = None,
+) -> None:
+    """Check a backup: sha256 against its sidecar, format, a full read; --drill restores it."""
+    settings = _settings(context, namespace, pod, database, backups_dir)
+    result = backups.verify_file(
+        settings,
+        Path(file),
+        reader=reader,
+        require_sidecar=not no_sidecar,
+        progress=console.byte_progress,
+    )
+    for check in result.checks:
+        console.success(check)
+    if drill:
+        restored, live = backups.drill_in_pod(settings, Path(file), progress=console.byte_progress)
+        rows = [
+            [t, str(restored.get(t, "-")), str(live.get(t, "-")), _same(restored, live, t)]
+            for t in sorted(set(restored) | set(live))
+        ]
+        console.table("Drill: rows per table", ["table", "in backup", "live", ""], rows)
+        console.success(
+            f"drill: restored {len(restored)} tables, "
+            f"{sum(restored.values())} rows into a scratch database (dropped again)"
+        )
+    console.success(f"{file} is a complete, unaltered {result.header.format} dump")
+
+
+def _same(a: dict[str, int], b: dict[str, int], table: str) -> str:
+    return "same" if a.get(table) == b.get(table) else "differs"
+
+
+@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+    help={
+        "file": "Local backup to send",
+        "name": "Name in the daemon's /backups (default: the file's name)",
+        "dry_run": "Show what would happen; touch nothing",
+        **_WHERE,
+    }
+)
+def to_daemon(
+    c: Any,
+    file: str,
+    name: str | None = None,
+    dry_run: bool = False,
+    context: str | None = None,
+    namespace: str | None = None,
+    pod: str | None = None,
+    database: str | None = None,
+    backups_dir: str | None = None,
+) -> None:
+    """Put a local backup into the backup daemon's volume (sha256 checked in the pod)."""
+    settings = _settings(context, namespace, pod, database, backups_dir)
+    path = Path(file)
+    target_name = name or path.name
+    if dry_run:
+        console.plan(
+            "Dry run: backup.to-daemon would", backups.to_daemon_plan(settings, path, target_name)
+        )
+        return
+    where, digest, pruned = backups.to_daemon(
+        settings, path, name=target_name, progress=console.byte_progress
+    )
+    console.success(f"{target_name} is in {where}:/backups, sha256 {digest[:12]}… checked there")
+    if pruned:
+        console.info(f"  daemon retention: {pruned}")
+
+
+@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+    help={
+        "check": "Re-hash every file (local and in the daemon pod) instead of trusting sizes",
+        "local_only": "Do not ask the daemon pod",
+        **_WHERE,
+    }
+)
+def list_(
+    c: Any,
+    check: bool = False,
+    local_only: bool = False,
+    context: str | None = None,
+    namespace: str | None = None,
+    pod: str | None = None,
+    database: str | None = None,
+    backups_dir: str | None = None,
+) -> None:
+    """List local and daemon backups: name, where, age, size, format, verified."""
+    settings = _settings(context, namespace, pod, database, backups_dir)
+    listed, problem = backups.list_all(settings, check=check, daemon=not local_only)
+    rows = list(backups.iter_rows(listed, datetime.now(UTC)))
+    console.table("Backups", ["name", "where", "age", "size", "format", "verified"], rows)
+    if problem:
+        console.warn(problem)
+
+
+@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+    help={
+        "file": "Local backup to restore",
+        "from_daemon": "Name of a backup in the daemon's /backups to restore instead",
+        "yes": "Do not ask; restore right away",
+        "no_safety_backup": "Skip the backup of the current database taken first",
+        "no_sidecar": "Accept a file without its .json sidecar (no checksum to compare)",
+        "dry_run": "Check the file and show the plan; touch nothing",
+        **_WHERE,
+    }
+)
+def restore(
+    c: Any,
+    file: str | None = None,
+    from_daemon: str | None = None,
+    yes: bool = False,
+    no_safety_backup: bool = False,
+    no_sidecar: bool = False,
+    dry_run: bool = False,
+    context: str | None = None,
+    namespace: str | None = None,
+    pod: str | None = None,
+    database: str | None = None,
+    backups_dir: str | None = None,
+) -> None:
+    """Restore a backup into the database in one transaction (asks first; safety backup)."""
+    if bool(file) == bool(from_daemon):
+        raise BackupError(
+            "name exactly one backup: --file FILE or --from-daemon NAME",
+            hint="`inv backup.list` shows what there is.",
+        )
+    settings = _settings(context, namespace, pod, database, backups_dir)
+    session = backups.prepare_restore(
+        settings,
+        file=Path(file) if file else None,
+        from_daemon=from_daemon,
+        require_sidecar=not no_sidecar,
+        safety_backup=not no_safety_backup,
+        dry_run=dry_run,
+        progress=console.byte_progress,
+    )
+    console.plan("Restore plan", session.plan)
+    if dry_run:
+        console.info("Dry run: nothing was changed.")
+        return
+    if not yes and not confirm(
+        f"This replaces the data of {settings.database!r}. Type the database name to go on:",
+        expected=settings.database,
+    ):
+        raise Exit("Not confirmed; nothing was changed.", code=1)
+    report = backups.run_restore(session, progress=console.byte_progress)
+    if report.safety_backup:
+        console.success(f"safety backup: {report.safety_backup}")
+    console.success(
+        f"restored {report.file.name} into {report.database!r}: "
+        f"{len(report.tables)} tables, {report.rows} rows"
+    )
+    console.table(
+        "Rows per table after the restore",
+        ["table", "rows"],
+        [[t, str(n)] for t, n in sorted(report.tables.items())],
+    )
+
+
+ns = Collection("backup", now, verify, to_daemon, restore)
+ns.add_task(list_, name="list")
