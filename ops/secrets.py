@@ -1,0 +1,465 @@
+"""Kubernetes Secrets from local files: ``secrets/`` → ``db-credentials`` and ``harbor-regcred``.
+
+Read the local files, read the cluster, compare, and change only what differs (pyinfra's
+way). Values stay inside this module's frozen objects, whose ``repr`` hides them: plans,
+reports and errors carry Secret names, key names and states, never a value.
+
+The files (one value each; trailing newlines are stripped)::
+
+    secrets/db_username.txt        → db-credentials.username
+    secrets/db_password.txt        → db-credentials.password
+    secrets/registry_username.txt  → harbor-regcred (.dockerconfigjson for the registry)
+    secrets/registry_password.txt  ┘  (also used by `inv image.push`, via the settings)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets as random_source
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ops.config import Settings, env_var
+from ops.errors import ClusterError, NotFound, SecretsError
+from ops.kube import KubeTarget, api_client, api_errors
+
+if TYPE_CHECKING:
+    from kubernetes.client import CoreV1Api, V1Secret
+
+DB_SECRET = "db-credentials"
+PULL_SECRET = "harbor-regcred"
+DB_USERNAME_FILE = "db_username.txt"
+DB_PASSWORD_FILE = "db_password.txt"
+REGISTRY_USERNAME_FILE = "registry_username.txt"
+REGISTRY_PASSWORD_FILE = "registry_password.txt"
+DOCKERCONFIGJSON = ".dockerconfigjson"
+EXAMPLE_DIR = Path("secrets.example")
+GENERATE = "<generate>"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "manifest-secrets"}
+
+SecretType = Literal["Opaque", "kubernetes.io/dockerconfigjson"]
+Action = Literal["create", "update", "replace", "unchanged"]
+InitAction = Literal["copied", "generated", "kept", "skipped"]
+
+# Values a template or a hurried human leaves behind: never shipped to a cluster.
+_PLACEHOLDER = re.compile(r"^<[^<>]*>$|^(changeme|change[-_ ]me|todo|placeholder|xxx+)$", re.I)
+# Files in secrets.example/ that explain the folder and are not secrets themselves.
+_NOT_A_SECRET = re.compile(r"^(readme.*|\..*)$", re.I)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredSecret:
+    """A Secret as the local files say it should be."""
+
+    name: str
+    type: SecretType
+    data: Mapping[str, bytes] = field(repr=False)
+    origin: str  # where the values came from, for messages ("secrets/db_*.txt")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSecret:
+    """A Secret as the cluster has it."""
+
+    name: str
+    type: str
+    data: Mapping[str, bytes] = field(repr=False)
+    resource_version: str
+    labels: Mapping[str, str]
+    immutable: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretChange:
+    """What applying one Secret would do; ``changed_keys`` names keys, never values."""
+
+    name: str
+    type: SecretType
+    action: Action
+    changed_keys: tuple[str, ...]
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitResult:
+    """What ``secrets.init`` did (or would do) with one template file."""
+
+    path: Path
+    action: InitAction
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckResult:
+    """Local files against the cluster, for one Secret; no value, only their agreement."""
+
+    name: str
+    local: str  # "ok" or what is wrong with the files
+    cluster: str  # "present" or "absent"
+    keys: str  # "same" or how they differ
+    values: str  # "equal", "differ: a, b" or "-"
+    in_sync: bool
+
+
+# --- local files ------------------------------------------------------------------------
+
+
+def init_secrets(
+    example_dir: Path, secrets_dir: Path, *, dry_run: bool = False
+) -> list[InitResult]:
+    """Copy every template into ``secrets_dir`` without overwriting anything.
+
+    A template holding ``<generate>`` becomes a fresh random value (256 bits, URL-safe).
+    New files are readable by their owner only.
+    """
+    if not example_dir.is_dir():
+        raise SecretsError(
+            f"template folder {example_dir} not found",
+            hint="Run this from the project's root folder (where secrets.example/ is).",
+        )
+    templates = sorted(
+        p for p in example_dir.iterdir() if p.is_file() and not _NOT_A_SECRET.match(p.name)
+    )
+    if not dry_run:
+        secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    results = []
+    for template in templates:
+        target = secrets_dir / template.name
+        if target.exists():
+            note = "still a placeholder: edit it" if _is_placeholder(_peek(target)) else ""
+            results.append(InitResult(path=target, action="kept", note=note))
+            continue
+        text = template.read_text(encoding="utf-8")
+        generate = text.strip() == GENERATE
+        action: InitAction = "generated" if generate else "copied"
+        note = "" if generate or not _is_placeholder(text.strip()) else "placeholder: edit it"
+        if generate:
+            text = random_source.token_urlsafe(32) + "\n"
+        if not dry_run:
+            _write_new(target, text)
+        results.append(InitResult(path=target, action=action, note=note))
+    return results
+
+
+def read_value(path: Path) -> str:
+    """One secret value from a file: trailing newlines stripped; empty or placeholder refused."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SecretsError(f"{path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise SecretsError(f"{path} is not UTF-8 text", hint="Save it as UTF-8.") from exc
+    except OSError as exc:
+        raise SecretsError(
+            f"cannot read {path}: {exc.strerror}", hint="Check the file's permissions."
+        ) from exc
+    return _checked(text.rstrip("\r\n"), str(path))
+
+
+def dockerconfigjson(registry: str, username: str, password: str) -> bytes:
+    """The ``.dockerconfigjson`` of a kubernetes.io/dockerconfigjson Secret for one registry."""
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    config = {"auths": {registry: {"username": username, "password": password, "auth": auth}}}
+    return json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
+
+
+def db_secret(settings: Settings) -> DesiredSecret:
+    folder = settings.secrets_dir
+    return DesiredSecret(
+        name=DB_SECRET,
+        type="Opaque",
+        data={
+            "username": read_value(folder / DB_USERNAME_FILE).encode(),
+            "password": read_value(folder / DB_PASSWORD_FILE).encode(),
+        },
+        origin=f"{folder / DB_USERNAME_FILE}, {folder / DB_PASSWORD_FILE}",
+    )
+
+
+def pull_secret(settings: Settings) -> DesiredSecret:
+    """harbor-regcred from the registry settings (secrets/registry_*.txt, or overridden)."""
+    username = _setting_value(settings, "registry_username", REGISTRY_USERNAME_FILE)
+    password = _setting_value(settings, "registry_password", REGISTRY_PASSWORD_FILE)
+    return DesiredSecret(
+        name=PULL_SECRET,
+        type="kubernetes.io/dockerconfigjson",
+        data={DOCKERCONFIGJSON: dockerconfigjson(settings.registry, username, password)},
+        origin=f"registry {settings.registry}, credentials from "
+        + _where(settings, "registry_username", REGISTRY_USERNAME_FILE),
+    )
+
+
+def desired_secrets(settings: Settings) -> list[DesiredSecret]:
+    """Both Secrets from the local files; the first problem found is raised."""
+    return [db_secret(settings), pull_secret(settings)]
+
+
+# --- comparing --------------------------------------------------------------------------
+
+
+def plan_changes(
+    desired: Sequence[DesiredSecret], current: Mapping[str, ClusterSecret | None]
+) -> list[SecretChange]:
+    """What applying ``desired`` over the cluster's ``current`` Secrets would change."""
+    changes = []
+    for want in desired:
+        have = current.get(want.name)
+        if have is None:
+            changes.append(_change(want, "create", tuple(sorted(want.data))))
+            continue
+        differing = differing_keys(want, have)
+        if have.type != want.type:
+            reason = f"its type is {have.type}; the type of a Secret cannot change in place"
+            changes.append(_change(want, "replace", differing or tuple(want.data), reason))
+        elif not differing:
+            changes.append(_change(want, "unchanged", ()))
+        elif have.immutable:
+            reason = "it is immutable; it is deleted and created again"
+            changes.append(_change(want, "replace", differing, reason))
+        else:
+            changes.append(_change(want, "update", differing))
+    return changes
+
+
+def differing_keys(want: DesiredSecret, have: ClusterSecret) -> tuple[str, ...]:
+    """Keys missing on either side or holding another value (a docker config by meaning)."""
+    keys = sorted(set(want.data) | set(have.data))
+    return tuple(k for k in keys if not _same_value(k, want.data.get(k), have.data.get(k)))
+
+
+def compare(
+    name: str, desired: DesiredSecret | SecretsError, have: ClusterSecret | None
+) -> CheckResult:
+    """One row of ``secrets.check``: ``desired`` is the local Secret or why it is missing."""
+    cluster = "present" if have is not None else "absent"
+    if isinstance(desired, SecretsError):
+        return CheckResult(
+            name=name, local=desired.message, cluster=cluster, keys="-", values="-", in_sync=False
+        )
+    if have is None:
+        return CheckResult(
+            name=name, local="ok", cluster=cluster, keys="-", values="-", in_sync=False
+        )
+    only_local = sorted(set(desired.data) - set(have.data))
+    only_cluster = sorted(set(have.data) - set(desired.data))
+    keys = "same"
+    if only_local or only_cluster:
+        parts = [f"missing in cluster: {', '.join(only_local)}"] if only_local else []
+        parts += [f"only in cluster: {', '.join(only_cluster)}"] if only_cluster else []
+        keys = "; ".join(parts)
+    shared = sorted(set(desired.data) & set(have.data))
+    unequal = [k for k in shared if not _same_value(k, desired.data[k], have.data[k])]
+    values = f"differ: {', '.join(unequal)}" if unequal else "equal"
+    if have.type != desired.type:
+        keys = f"type {have.type}, expected {desired.type}" + (
+            "" if keys == "same" else "; " + keys
+        )
+    in_sync = keys == "same" and not unequal
+    return CheckResult(
+        name=name, local="ok", cluster=cluster, keys=keys, values=values, in_sync=in_sync
+    )
+
+
+# --- the cluster ------------------------------------------------------------------------
+
+
+def read_cluster_secrets(
+    target: KubeTarget, names: Sequence[str]
+) -> dict[str, ClusterSecret | None]:
+    """The named Secrets in the target namespace (None where absent)."""
+    from kubernetes.client import CoreV1Api
+
+    with api_client(target) as client:
+        api = CoreV1Api(client)
+        return {name: _read_secret(api, name, target.namespace) for name in names}
+
+
+def apply_changes(
+    target: KubeTarget,
+    desired: Sequence[DesiredSecret],
+    changes: Sequence[SecretChange],
+    current: Mapping[str, ClusterSecret | None],
+) -> None:
+    """Carry out a plan from ``plan_changes``; ``unchanged`` Secrets are not touched.
+
+    An update names the resourceVersion it read, so a concurrent change makes it fail
+    instead of being overwritten unseen.
+    """
+    from kubernetes.client import CoreV1Api
+
+    by_name = {d.name: d for d in desired}
+    with api_client(target) as client:
+        api = CoreV1Api(client)
+        for change in changes:
+            want = by_name[change.name]
+            have = current.get(change.name)
+            if change.action == "create":
+                _create(api, want, target.namespace, labels={})
+            elif change.action == "update" and have is not None:
+                _update(api, want, have, target.namespace)
+            elif change.action == "replace" and have is not None:
+                with api_errors("Secret", name=want.name, namespace=target.namespace):
+                    api.delete_namespaced_secret(want.name, target.namespace)
+                _create(api, want, target.namespace, labels=dict(have.labels))
+
+
+def _read_secret(api: CoreV1Api, name: str, namespace: str) -> ClusterSecret | None:
+    try:
+        with api_errors("Secret", name=name, namespace=namespace):
+            secret = api.read_namespaced_secret(name, namespace)
+    except NotFound:
+        return None
+    data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+    metadata = secret.metadata
+    return ClusterSecret(
+        name=name,
+        type=secret.type or "Opaque",
+        data=data,
+        resource_version=(metadata.resource_version if metadata else None) or "",
+        labels=dict((metadata.labels if metadata else None) or {}),
+        immutable=bool(secret.immutable),
+    )
+
+
+def _body(
+    want: DesiredSecret,
+    namespace: str,
+    labels: Mapping[str, str],
+    resource_version: str | None = None,
+) -> V1Secret:
+    from kubernetes.client import V1ObjectMeta, V1Secret
+
+    metadata = V1ObjectMeta(
+        name=want.name, namespace=namespace, labels=dict(labels), resource_version=resource_version
+    )
+    return V1Secret(
+        metadata=metadata,
+        type=want.type,
+        data={k: base64.b64encode(v).decode("ascii") for k, v in want.data.items()},
+    )
+
+
+def _create(api: CoreV1Api, want: DesiredSecret, namespace: str, labels: Mapping[str, str]) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    body = _body(want, namespace, {**labels, **MANAGED_BY})
+    try:
+        with api_errors("Secret", name=want.name, namespace=namespace):
+            api.create_namespaced_secret(namespace, body)
+    except NotFound as exc:
+        raise NotFound(
+            f"namespace {namespace!r} not found",
+            hint=f"Create it first (kubectl create namespace {namespace}), or pick --namespace.",
+            namespace=namespace,
+        ) from exc
+    except ClusterError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ApiException) and cause.status == 409:
+            raise ClusterError(
+                f"Secret {want.name!r} appeared in namespace {namespace!r} while applying",
+                hint="Someone else is changing it; run the task again to see the new state.",
+            ) from exc
+        raise
+
+
+def _update(api: CoreV1Api, want: DesiredSecret, have: ClusterSecret, namespace: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    body = _body(want, namespace, {**have.labels, **MANAGED_BY}, have.resource_version)
+    try:
+        with api_errors("Secret", name=want.name, namespace=namespace):
+            api.replace_namespaced_secret(want.name, namespace, body)
+    except ClusterError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ApiException) and cause.status == 409:
+            raise ClusterError(
+                f"Secret {want.name!r} in namespace {namespace!r} changed while applying",
+                hint="Nothing was overwritten; run the task again to see the new state.",
+            ) from exc
+        raise
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _change(
+    want: DesiredSecret, action: Action, keys: tuple[str, ...], reason: str = ""
+) -> SecretChange:
+    return SecretChange(
+        name=want.name, type=want.type, action=action, changed_keys=keys, reason=reason
+    )
+
+
+def _same_value(key: str, a: bytes | None, b: bytes | None) -> bool:
+    if a is None or b is None:
+        return False
+    if key == DOCKERCONFIGJSON:
+        try:
+            return bool(json.loads(a) == json.loads(b))
+        except ValueError:
+            return False
+    return a == b
+
+
+def _checked(value: str, where: str) -> str:
+    if not value.strip():
+        raise SecretsError(
+            f"{where} is empty",
+            hint="Write the value into it (or run `inv secrets.init` to generate passwords).",
+        )
+    if _is_placeholder(value):
+        raise SecretsError(
+            f"{where} still holds a placeholder ({_shape(value)})",
+            hint="Replace it with the real value.",
+        )
+    if "\n" in value or "\r" in value:
+        raise SecretsError(f"{where} holds more than one line", hint="Keep one value on one line.")
+    return value
+
+
+def _setting_value(settings: Settings, name: str, file_name: str) -> str:
+    value = str(getattr(settings, name))
+    where = _where(settings, name, file_name)
+    if not value:
+        raise SecretsError(
+            f"{where} is empty or missing",
+            hint=f"Write it into {settings.secrets_dir / file_name} or set {env_var(name)}.",
+        )
+    return _checked(value, where)
+
+
+def _where(settings: Settings, name: str, file_name: str) -> str:
+    source = settings.source_of(name)
+    if source in ("secrets/", "default"):
+        return str(settings.secrets_dir / file_name)
+    if source == "flag":
+        return f"--{name.replace('_', '-')}"
+    return f"{env_var(name)} (from {source})"
+
+
+def _is_placeholder(value: str) -> bool:
+    return bool(_PLACEHOLDER.match(value.strip()))
+
+
+def _shape(value: str) -> str:
+    """A placeholder is shown only when it is one: template text, not a secret."""
+    return value.strip() if len(value) <= 40 else "a template value"
+
+
+def _peek(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _write_new(path: Path, text: str) -> None:
+    # O_EXCL: a file that appeared meanwhile is never overwritten.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
