@@ -1,0 +1,245 @@
+"""Build and push against the lab's real Docker engine and registry (TLS + htpasswd).
+
+The lab (`python3 lab/lab.py services-up`) writes DOCKER_HOST and MANIFEST_TEST_REGISTRY*
+to /tmp/manifest-lab/env; without them these tests skip (and fail under CI=true).
+Images are built FROM scratch with Debian's static busybox: nothing is pulled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops.config import Settings, load_settings
+from ops.errors import BuildError, ConfigError, EngineUnavailable, PushError, RegistryError
+from ops.images import BuildPlan, build, plan_build, push
+from ops.registry import Registry, check, list_tags, manifest_digest
+from tests.support.services import require
+
+pytestmark = pytest.mark.integration
+
+BUSYBOX = Path("/bin/busybox")
+GOOD_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN echo built > /built.txt
+CMD ["sh", "-c", "cat /built.txt"]
+"""
+FAILING_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN echo marker-before-failure && ls /no/such/path
+CMD ["sh"]
+"""
+
+
+def engine_reachable() -> bool:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=5)
+    except docker.errors.DockerException:
+        return False
+    try:
+        return bool(client.ping())
+    except docker.errors.DockerException:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def lab_registry() -> Registry:
+    """The lab's registry with the right credentials."""
+    require(bool(os.environ.get("DOCKER_HOST")), "DOCKER_HOST is not set (run lab.py services-up)")
+    require(engine_reachable(), f"no Docker engine at {os.environ.get('DOCKER_HOST')}")
+    host = os.environ.get("MANIFEST_TEST_REGISTRY", "")
+    password_file = os.environ.get("MANIFEST_TEST_REGISTRY_PASSWORD_FILE", "")
+    require(bool(host and password_file), "MANIFEST_TEST_REGISTRY(_PASSWORD_FILE) not set")
+    ca = os.environ.get("MANIFEST_TEST_REGISTRY_CA")
+    registry = Registry(
+        host=host,
+        username=os.environ.get("MANIFEST_TEST_REGISTRY_USER", ""),
+        password=Path(password_file).read_text(encoding="utf-8").strip(),
+        ca_file=Path(ca) if ca else None,
+    )
+    try:
+        result = check(registry)
+    except RegistryError as error:
+        require(False, f"lab registry unreachable: {error}")
+    assert result.login == "accepted", "the lab's registry refused the lab's own credentials"
+    return registry
+
+
+@pytest.fixture
+def build_dir(tmp_path: Path) -> Path:
+    require(BUSYBOX.is_file(), "no /bin/busybox (apt-get install busybox-static)")
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy2(BUSYBOX, context / "busybox")
+    (context / "Dockerfile").write_text(GOOD_DOCKERFILE, encoding="utf-8")
+    (context / "Dockerfile.failing").write_text(FAILING_DOCKERFILE, encoding="utf-8")
+    return context
+
+
+def settings_for_test(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings from defaults and the given values only: no user .env, no MANIFEST_* env."""
+    env_file = tmp_path / "empty.env"
+    env_file.touch()
+    return load_settings(overrides, env_file=env_file, environ={})
+
+
+@pytest.fixture
+def repository() -> Iterator[str]:
+    """A repository name no other test run uses; its local images are removed afterwards."""
+    name = f"test/images-{uuid.uuid4().hex[:10]}"
+    yield name
+    if os.environ.get("DOCKER_HOST"):
+        import docker
+
+        client = docker.from_env()
+        for image in client.images.list():
+            for tag in image.tags:
+                if f"/{name}:" in tag:
+                    client.images.remove(tag, force=True)
+        client.close()
+
+
+def make_plan(
+    tmp_path: Path, context: Path, registry: Registry, repository: str, **extra: object
+) -> BuildPlan:
+    settings = settings_for_test(
+        tmp_path,
+        registry=registry.host,
+        image_repository=repository,
+        build_context=context,
+        **extra,
+    )
+    return plan_build(settings, extra_tags=["e2e-extra"])
+
+
+def test_build_and_push_both_tags_with_one_digest(
+    tmp_path: Path, build_dir: Path, lab_registry: Registry, repository: str
+) -> None:
+    subprocess.run(["git", "init", "-q"], cwd=build_dir, check=True)
+    subprocess.run(["git", "add", "."], cwd=build_dir, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "x"],
+        cwd=build_dir,
+        check=True,
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=build_dir, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    plan = make_plan(tmp_path, build_dir, lab_registry, repository)
+    steps: list[int] = []
+    built = build(plan, on_step=lambda s: steps.append(s.number))
+    assert steps[:5] == [1, 2, 3, 4, 5]  # each step reported live, in order
+
+    import docker
+
+    client = docker.from_env()
+    image = client.images.get(str(plan.refs[0]))
+    client.close()
+    assert image.id == built.image_id
+    assert {str(r) for r in plan.refs} <= set(image.tags)
+    assert image.labels["org.opencontainers.image.revision"] == commit
+    assert image.labels["org.opencontainers.image.created"].endswith("Z")
+
+    layers: list[str] = []
+    pushed = push(plan.refs, lab_registry, on_layer=lambda ref, p: layers.append(p.status))
+    assert any(s in ("Pushed", "Layer already exists") or s.startswith("Mounted") for s in layers)
+
+    tags = list_tags(lab_registry, repository)
+    assert {"latest", plan.refs[1].tag, "e2e-extra"} <= set(tags)
+    assert plan.refs[1].tag.startswith("v1-")
+    digests = {manifest_digest(lab_registry, repository, r.tag) for r in plan.refs}
+    assert len(digests) == 1 and None not in digests  # both tags: the SAME manifest
+    assert digests == {p.digest for p in pushed}
+
+
+def test_wrong_password_is_a_push_error(
+    tmp_path: Path, build_dir: Path, lab_registry: Registry, repository: str
+) -> None:
+    plan = make_plan(tmp_path, build_dir, lab_registry, repository)
+    build(plan)
+    wrong = Registry(
+        host=lab_registry.host,
+        username=lab_registry.username,
+        password="not-the-password",
+        ca_file=lab_registry.ca_file,
+    )
+    with pytest.raises(PushError) as caught:
+        push(plan.refs[:1], wrong)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"push of {plan.refs[0]} failed" in message
+    assert "authentication required" in message or "unauthorized" in message
+    assert "credentials" in caught.value.hint
+    assert "not-the-password" not in message + caught.value.hint
+    assert list_tags(lab_registry, repository) == []  # nothing arrived
+
+
+def test_failing_run_is_a_build_error_with_that_steps_output(
+    tmp_path: Path, build_dir: Path, lab_registry: Registry, repository: str
+) -> None:
+    plan = make_plan(
+        tmp_path, build_dir, lab_registry, repository, dockerfile="Dockerfile.failing"
+    )
+    with pytest.raises(BuildError) as caught:
+        build(plan)
+    message = str(caught.value)
+    assert message.startswith("step 4/")
+    assert "RUN echo marker-before-failure" in message
+    assert "returned a non-zero code" in message
+    output = caught.value.context["output"]
+    assert isinstance(output, list)
+    assert "marker-before-failure" in output
+    assert any("/no/such/path" in line for line in output)
+
+
+def test_missing_dockerfile_is_one_config_line(tmp_path: Path, build_dir: Path) -> None:
+    settings = settings_for_test(tmp_path, build_context=build_dir, dockerfile="Nope.Dockerfile")
+    with pytest.raises(ConfigError) as caught:
+        plan_build(settings)
+    assert "no Dockerfile at" in str(caught.value) and "Nope.Dockerfile" in str(caught.value)
+    assert "--dockerfile" in caught.value.hint
+
+
+def test_stopped_engine_is_one_line(
+    tmp_path: Path, build_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket_path = tmp_path / "no-engine.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
+    settings = settings_for_test(tmp_path, build_context=build_dir)
+    with pytest.raises(EngineUnavailable) as caught:
+        build(plan_build(settings))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(socket_path) in message and "no engine listens there" in message
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_registry_is_one_line(
+    tmp_path: Path, build_dir: Path, lab_registry: Registry, repository: str
+) -> None:
+    plan = make_plan(tmp_path, build_dir, lab_registry, repository)
+    build(plan)
+    nowhere = Registry(host=f"localhost:{closed_port()}", username="u", password="p")
+    with pytest.raises(RegistryError) as caught:
+        push(plan.refs, nowhere)
+    assert str(caught.value) == f"registry {nowhere.host} is unreachable (connection refused)"
