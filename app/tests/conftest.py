@@ -54,6 +54,7 @@ def start_app(tmp_path: Path) -> Iterator[Callable[..., AppProcess]]:
             "PORT": str(port),
             "HOST": "127.0.0.1",
             "MIGRATION_RETRY_SECONDS": "0.2",
+            "SHUTDOWN_DELAY": "0",
             **env,
         }
         with log_path.open("wb") as log:
