@@ -192,9 +192,7 @@ def test_wrong_password_is_a_push_error(
 def test_failing_run_is_a_build_error_with_that_steps_output(
     tmp_path: Path, build_dir: Path, lab_registry: Registry, repository: str
 ) -> None:
-    plan = make_plan(
-        tmp_path, build_dir, lab_registry, repository, dockerfile="Dockerfile.failing"
-    )
+    plan = make_plan(tmp_path, build_dir, lab_registry, repository, dockerfile="Dockerfile.failing")
     with pytest.raises(BuildError) as caught:
         build(plan)
     message = str(caught.value)
