@@ -268,8 +268,9 @@ class BuildLog:
         return new_step, lines
 
     def _flush(self) -> None:
-        if self._partial.strip():
-            self.step_output.append(_ANSI.sub("", self._partial).rstrip())
+        rest = _ANSI.sub("", self._partial).rstrip()
+        if rest:
+            self.step_output.append(rest)
         self._partial = ""
 
     def failure(self, message: str) -> BuildError:
