@@ -1,0 +1,40 @@
+"""`inv --list` must not import docker or kubernetes (they cost ~200 ms of every start)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ["docker", "kubernetes", "requests", "psycopg"]
+
+
+def imported_by(code: str) -> set[str]:
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted(m for m in sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import tasks",
+        "from invoke.program import Program\n"
+        "import contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        Program(binary='inv').run(['inv', '--list'], exit=False)\n"
+        "    except SystemExit:\n"
+        "        pass",
+    ],
+    ids=["import-tasks", "inv-list"],
+)
+def test_listing_tasks_imports_no_heavy_package(code: str) -> None:
+    modules = imported_by(code)
+    assert "ops.tasks.pipeline" in modules  # the task modules were really loaded
+    assert [m for m in HEAVY if m in modules] == []
