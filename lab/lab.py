@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""manifest lab: a Docker engine, a registry on localhost:30002 and a one-node
+Kubernetes cluster built on this machine, for the end-to-end tests.
+
+    python3 lab/lab.py install        Debian packages the lab needs (idempotent)
+    python3 lab/lab.py services-up    dockerd + registry (TLS, htpasswd); writes $LAB/env
+    python3 lab/lab.py build          Kubernetes, etcd, CoreDNS from the Go module proxy (cached)
+    python3 lab/lab.py images         Debian/PostgreSQL/Python base images, pause, CoreDNS, busybox
+    python3 lab/lab.py cluster-up     etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS
+    python3 lab/lab.py up             services-up, build, images, cluster-up (timed)
+    python3 lab/lab.py cluster-down | services-down | down
+    python3 lab/lab.py status
+
+$LAB = $MANIFEST_LAB_DIR (default /tmp/manifest-lab); cache = $MANIFEST_LAB_CACHE
+(default /var/cache/manifest-lab). Python 3.11 stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from labkit import build, cluster, images, packages, services  # noqa: E402
+from labkit.util import LabError, Paths, info  # noqa: E402
+
+
+def _timed(phases: list[tuple[str, Callable[[], object]]]) -> None:
+    timings: list[tuple[str, float]] = []
+    try:
+        for name, phase in phases:
+            started = time.monotonic()
+            info(f"=== {name}")
+            phase()
+            timings.append((name, time.monotonic() - started))
+            info(f"=== {name}: {timings[-1][1]:.1f}s")
+    finally:
+        for name, seconds in timings:
+            print(f"[lab] phase {name:<14} {seconds:7.1f}s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lab.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = [
+        "install", "services-up", "services-down", "build", "images",
+        "cluster-up", "cluster-down", "up", "down", "status",
+    ]  # fmt: skip
+    parser.add_argument("command", choices=commands)
+    args = parser.parse_args(argv)
+    paths = Paths.from_env()
+
+    phases: dict[str, list[tuple[str, Callable[[], object]]]] = {
+        "install": [("install", packages.install)],
+        "services-up": [("services-up", lambda: services.up(paths))],
+        "services-down": [("services-down", lambda: services.down(paths))],
+        "build": [("build", lambda: build.build_all(paths))],
+        "images": [("images", lambda: images.build_all(paths))],
+        "cluster-up": [("cluster-up", lambda: cluster.up(paths))],
+        "cluster-down": [("cluster-down", lambda: cluster.down(paths))],
+        "up": [
+            ("services-up", lambda: services.up(paths)),
+            ("build", lambda: build.build_all(paths)),
+            ("images", lambda: images.build_all(paths)),
+            ("cluster-up", lambda: cluster.up(paths)),
+        ],
+        "down": [
+            ("cluster-down", lambda: cluster.down(paths)),
+            ("services-down", lambda: services.down(paths)),
+        ],
+        "status": [("status", lambda: cluster.status(paths))],
+    }
+    try:
+        _timed(phases[args.command])
+    except LabError as exc:
+        print(f"[lab] FAILED ({args.command}): {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
