@@ -1,0 +1,302 @@
+"""The backup daemon's script (k8s/base/backup/backup.sh) against a real PostgreSQL 15.
+
+It runs here exactly as in the pod: ``sh backup.sh once|prune|loop`` with libpq's PG*
+variables, pg_dump 15 and coreutils. The shells are the ones the images bring: dash
+(Debian, the lab's image) and busybox sh (the Alpine image the seed used).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.manifests.render import K8S
+from tests.support.postgres import PostgresServer
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = K8S / "base" / "backup" / "backup.sh"
+NAME = re.compile(r"continuous-\d{8}-\d{6}\.sql")
+SHELLS = {"dash": ["dash"], "busybox": ["busybox", "sh"]}
+
+
+@pytest.fixture(params=sorted(SHELLS))
+def shell(request: pytest.FixtureRequest) -> list[str]:
+    argv = SHELLS[request.param]
+    if shutil.which(argv[0]) is None:
+        pytest.skip(f"{argv[0]} is not installed")
+    return argv
+
+
+@pytest.fixture
+def students(postgres_server: PostgresServer, fresh_database: str) -> str:
+    postgres_server.psql(
+        "CREATE TABLE student (id serial PRIMARY KEY, name text NOT NULL, age int);"
+        "INSERT INTO student (name, age) VALUES ('Max', 25), ('Erika', 31);",
+        fresh_database,
+    )
+    return fresh_database
+
+
+def run(
+    shell: list[str],
+    mode: str,
+    backups: Path,
+    server: PostgresServer,
+    database: str,
+    **extra: str,
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **server.env(database),
+        "PATH": f"{server.client_bindir}:{os.environ['PATH']}",
+        "BACKUP_DIR": str(backups),
+        "TMPDIR": str(backups.parent),
+        **extra,
+    }
+    return subprocess.run(
+        [*shell, str(SCRIPT), mode], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def backup_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def make_old_backups(folder: Path, count: int, *, start: int = 1_700_000_000) -> list[str]:
+    """``count`` finished backups with sidecars, one minute apart, oldest first."""
+    names = []
+    for i in range(count):
+        name = f"continuous-20240101-{i:06d}.sql"
+        (folder / name).write_text(f"-- old backup {i}\n")
+        (folder / f"{name}.sha256").write_text(f"{'0' * 64}  {name}\n")
+        for path in (folder / name, folder / f"{name}.sha256"):
+            os.utime(path, (start + 60 * i, start + 60 * i))
+        names.append(name)
+    return names
+
+
+@pytest.fixture
+def backups(tmp_path: Path) -> Path:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    return folder
+
+
+def test_once_writes_a_verified_dump_with_its_sidecar(
+    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
+) -> None:
+    result = run(shell, "once", backups, postgres_server, students)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    (dump,) = [n for n in backup_files(backups) if n.endswith(".sql")]
+    assert NAME.fullmatch(dump)
+    assert backup_files(backups) == [dump, f"{dump}.sha256"]
+    check = subprocess.run(
+        ["sha256sum", "-c", f"{dump}.sha256"], cwd=backups, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    text = (backups / dump).read_text()
+    assert "Max\t25" in text and "Erika\t31" in text
+    assert "-- PostgreSQL database dump complete" in text.splitlines()[-5:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    assert f" backup ok file={dump} " in lines[0]
+    assert "kept=1 deleted=0" in lines[0]
+    assert postgres_server.password not in result.stdout + result.stderr
+
+
+def test_the_dump_restores_into_an_empty_database(
+    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
+) -> None:
+    assert run(shell, "once", backups, postgres_server, students).returncode == 0
+    (dump,) = backups.glob("*.sql")
+    target = postgres_server.create_database(students + "_copy")
+    try:
+        subprocess.run(
+            [str(postgres_server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1"],
+            env=postgres_server.env(target),
+            stdin=dump.open("rb"),
+            capture_output=True,
+            check=True,
+        )
+        rows = postgres_server.psql("SELECT name, age FROM student ORDER BY id", target)
+        assert rows.splitlines() == ["Max|25", "Erika|31"]
+    finally:
+        postgres_server.drop_database(target)
+
+
+def test_retention_keeps_the_ten_newest_and_never_touches_part_files(
+    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
+) -> None:
+    old = make_old_backups(backups, 12)
+    (backups / "upload.dump.part").write_text("an upload in progress")
+    (backups / ".hidden.sql.part").write_text("another one")
+
+    result = run(shell, "once", backups, postgres_server, students)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kept=10 deleted=3" in result.stdout
+    names = backup_files(backups)
+    (new,) = [n for n in names if n.endswith(".sql") and n not in old]
+    survivors = [*old[-9:], new]
+    expected = sorted(
+        [*survivors, *(f"{n}.sha256" for n in survivors), "upload.dump.part", ".hidden.sql.part"]
+    )
+    assert names == expected
+
+
+def test_keep_is_an_environment_setting(
+    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
+) -> None:
+    old = make_old_backups(backups, 5)
+    (backups / "manual-20240101.dump").write_text("custom format, older than everything")
+    os.utime(backups / "manual-20240101.dump", (1_600_000_000, 1_600_000_000))
+
+    result = run(shell, "prune", backups, postgres_server, students, KEEP="3")
+
+    assert result.returncode == 0, result.stderr
+    assert "prune kept=3 deleted=3" in result.stdout
+    assert [n for n in backup_files(backups) if not n.endswith(".sha256")] == old[-3:]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param({"PGDATABASE": "no_such_database"}, id="unknown-database"),
+        pytest.param({"PGPASSWORD": "wrong-password"}, id="wrong-password"),
+        pytest.param({"PGPORT": "1"}, id="server-unreachable"),
+    ],
+)
+def test_a_failing_pg_dump_keeps_every_previous_backup(
+    shell: list[str],
+    backups: Path,
+    postgres_server: PostgresServer,
+    students: str,
+    failure: dict[str, str],
+) -> None:
+    make_old_backups(backups, 10)
+    before = {p.name: p.read_bytes() for p in backups.iterdir()}
+
+    result = run(shell, "once", backups, postgres_server, students, **failure)
+
+    assert result.returncode == 1
+    after = {p.name: p.read_bytes() for p in backups.iterdir()}
+    assert after == before, "nothing added, nothing deleted, nothing changed; no .part left"
+    (line,) = result.stdout.splitlines()
+    assert " backup FAILED file=continuous-" in line
+    assert "pg_dump exited" in line and "nothing deleted" in line
+    assert "wrong-password" not in result.stdout + result.stderr
+    assert not list(backups.parent.glob("postgres-backup.*.err"))
+
+
+def test_a_dump_cut_short_is_not_kept(
+    shell: list[str],
+    backups: Path,
+    postgres_server: PostgresServer,
+    students: str,
+    tmp_path: Path,
+) -> None:
+    """A pg_dump that exits 0 without its end marker (fake: a real one cannot be made to)."""
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir()
+    fake_pg_dump = fake_bin / "pg_dump"
+    fake_pg_dump.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case $a in --file=*) out=${a#--file=} ;; esac; done\n'
+        'printf -- "-- PostgreSQL database dump\\nCREATE TABLE half (\\n" > "$out"\n'
+    )
+    fake_pg_dump.chmod(0o755)
+    make_old_backups(backups, 10)
+    before = backup_files(backups)
+
+    result = run(
+        shell,
+        "once",
+        backups,
+        postgres_server,
+        students,
+        PATH=f"{fake_bin}:{os.environ['PATH']}",
+    )
+
+    assert result.returncode == 1
+    assert "the dump has no end marker" in result.stdout
+    assert backup_files(backups) == before
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        pytest.param({"KEEP": "0"}, id="keep-zero"),
+        pytest.param({"KEEP": "ten"}, id="keep-not-a-number"),
+        pytest.param({"BACKUP_INTERVAL_SECONDS": "30m"}, id="interval-not-a-number"),
+    ],
+)
+def test_a_bad_setting_stops_before_touching_anything(
+    shell: list[str],
+    backups: Path,
+    postgres_server: PostgresServer,
+    students: str,
+    setting: dict[str, str],
+) -> None:
+    make_old_backups(backups, 12)
+    before = backup_files(backups)
+
+    result = run(shell, "prune", backups, postgres_server, students, **setting)
+
+    assert result.returncode == 2
+    assert " backup error " in result.stdout
+    assert backup_files(backups) == before
+
+
+def test_loop_backs_up_every_interval_reports_health_and_stops_cleanly_on_term(
+    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
+) -> None:
+    (backups / "continuous-20240101-000000.sql.part").write_text("left by a killed container")
+    heartbeat = backups.parent / "heartbeat"
+    env = {
+        **postgres_server.env(students),
+        "PATH": f"{postgres_server.client_bindir}:{os.environ['PATH']}",
+        "BACKUP_DIR": str(backups),
+        "TMPDIR": str(backups.parent),
+        "BACKUP_INTERVAL_SECONDS": "1",
+        "HEARTBEAT_FILE": str(heartbeat),
+    }
+    daemon = subprocess.Popen(
+        [*shell, str(SCRIPT), "loop"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while len(list(backups.glob("*.sql"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(backups.glob("*.sql"))) >= 2
+        health = subprocess.run([*shell, str(SCRIPT), "health"], env=env, capture_output=True)
+        assert health.returncode == 0, health.stdout
+        daemon.send_signal(signal.SIGTERM)
+        status = daemon.wait(timeout=5)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert status == 143
+    assert daemon.stdout is not None
+    lines = daemon.stdout.read().splitlines()
+    assert " backup started interval=1s keep=10 " in lines[0]
+    assert all(" backup ok file=" in line for line in lines[1:])
+    assert list(backups.glob("*.part")) == [], "the stale .part of this daemon is gone"
+    for dump in backups.glob("*.sql"):
+        assert (backups / f"{dump.name}.sha256").is_file()
+
+    stale = {**env, "HEALTH_MAX_AGE_SECONDS": "0"}
+    os.utime(heartbeat, (time.time() - 5, time.time() - 5))
+    health = subprocess.run(
+        [*shell, str(SCRIPT), "health"], env=stale, capture_output=True, text=True
+    )
+    assert health.returncode == 1
+    assert "heartbeat is" in health.stdout
