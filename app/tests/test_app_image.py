@@ -1,0 +1,189 @@
+"""The image: builds from the lab's local Python base, runs as uid 1000, serves the API.
+
+Needs the lab's Docker engine (DOCKER_HOST) and base image (MANIFEST_TEST_PYTHON_IMAGE):
+skipped without them on a laptop, failing under CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from app_helpers import free_port
+
+from tests.support.postgres import PostgresServer
+from tests.support.services import missing, require
+
+if TYPE_CHECKING:
+    import docker
+
+pytestmark = pytest.mark.integration
+
+APP_DIR = Path(__file__).resolve().parents[1]
+BUILD_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "alembic.ini")
+BUILD_DIRS = ("student_api", "alembic")
+
+
+def _ca_bundle() -> Path | None:
+    """The host's CA bundle: PyPI may sit behind a TLS proxy that only the host trusts."""
+    for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        value = os.environ.get(name)
+        if value and Path(value).is_file():
+            return Path(value)
+    default = Path("/etc/ssl/certs/ca-certificates.crt")
+    return default if default.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> Iterator[docker.DockerClient]:
+    require(bool(os.environ.get("DOCKER_HOST")), "DOCKER_HOST not set (source the lab env)")
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        missing(f"Docker engine at {os.environ['DOCKER_HOST']} not reachable: {exc}")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def base_image(docker_client: docker.DockerClient) -> str:
+    image = os.environ.get("MANIFEST_TEST_PYTHON_IMAGE", "")
+    require(bool(image), "MANIFEST_TEST_PYTHON_IMAGE not set (source the lab env)")
+    import docker
+
+    try:
+        docker_client.images.get(image)
+    except docker.errors.ImageNotFound:
+        missing(f"base image {image} is not in the engine (lab.py services-up makes it)")
+    return image
+
+
+@pytest.fixture(scope="module")
+def app_image(
+    docker_client: docker.DockerClient, base_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    context = tmp_path_factory.mktemp("app-context")
+    for name in BUILD_FILES:
+        shutil.copy2(APP_DIR / name, context / name)
+    for name in BUILD_DIRS:
+        shutil.copytree(
+            APP_DIR / name, context / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    ca = _ca_bundle()
+    if ca is not None:
+        shutil.copy2(ca, context / "extra-ca.crt")
+    tag = f"manifest-app-test:{uuid.uuid4().hex[:10]}"
+    import docker
+
+    try:
+        docker_client.images.build(
+            path=str(context),
+            tag=tag,
+            buildargs={"BASE_IMAGE": base_image},
+            rm=True,
+            forcerm=True,
+        )
+    except docker.errors.BuildError as exc:
+        tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
+        pytest.fail(f"image build failed: {exc}\n{tail[-3000:]}")
+    try:
+        yield tag
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+def test_image_runs_as_uid_1000_on_8080_without_build_tools(
+    docker_client: docker.DockerClient, app_image: str
+) -> None:
+    config: dict[str, Any] = docker_client.images.get(app_image).attrs["Config"]
+    probe = docker_client.containers.run(
+        app_image,
+        entrypoint=["sh", "-c", "id -u; command -v gcc cc make pip || true; ls /src 2>&1 || true"],
+        remove=True,
+    ).decode()
+
+    assert config["User"] == "1000:1000"
+    assert "8080/tcp" in config["ExposedPorts"]
+    assert config["Entrypoint"] == ["student-api"]
+    lines = probe.split("\n")
+    assert lines[0] == "1000"
+    assert "gcc" not in probe and "/pip" not in probe and "make" not in probe
+    assert "No such file" in probe  # the build stage's sources did not come along
+
+
+def test_container_serves_the_api_against_the_test_database(
+    docker_client: docker.DockerClient,
+    app_image: str,
+    postgres_server: PostgresServer,
+    fresh_database: str,
+) -> None:
+    port = free_port()
+    # The fixture's PostgreSQL listens on 127.0.0.1 only: share the host's network.
+    container = docker_client.containers.run(
+        app_image,
+        detach=True,
+        network_mode="host",
+        environment={
+            "DB_HOST": postgres_server.host,
+            "DB_PORT": str(postgres_server.port),
+            "DB_NAME": fresh_database,
+            "DB_USER": postgres_server.superuser,
+            "DB_PASSWORD": postgres_server.password,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "SHUTDOWN_DELAY": "0",
+        },
+    )
+    try:
+        fetch = (
+            "import json, sys, urllib.request as u\n"
+            "base = 'http://127.0.0.1:' + sys.argv[1]\n"
+            "req = u.Request(base + '/api/student', method='POST',\n"
+            "    data=json.dumps({'name': 'Max', 'age': 25}).encode(),\n"
+            "    headers={'content-type': 'application/json'})\n"
+            "u.urlopen(req)\n"
+            "print(u.urlopen(base + '/api/student').read().decode())\n"
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            container.reload()
+            assert container.status == "running", container.logs().decode()[-2000:]
+            result = container.exec_run(
+                [
+                    "python3",
+                    "-c",
+                    "import sys, urllib.request as u; "
+                    "u.urlopen('http://127.0.0.1:' + sys.argv[1] + '/health/startup')",
+                    str(port),
+                ]
+            )
+            if result.exit_code == 0:
+                break
+            assert time.monotonic() < deadline, container.logs().decode()[-2000:]
+            time.sleep(0.5)
+
+        answer = container.exec_run(["python3", "-c", fetch, str(port)])
+
+        assert answer.exit_code == 0, answer.output.decode()
+        students = json.loads(answer.output.decode())
+        assert [(s["name"], s["age"]) for s in students] == [("Max", 25)]
+        container.stop(timeout=30)
+        container.reload()
+        logs = container.logs().decode()
+        assert "migrations: applied, database now at revision 0001" in logs
+        assert "Application shutdown complete" in logs
+        assert postgres_server.password not in logs
+    finally:
+        container.remove(force=True)
