@@ -586,10 +586,12 @@ _LIST_DAEMON_FAST = _LIST_DAEMON.replace(
 )
 
 
-def list_daemon(runner: CommandRunner, *, check: bool = False) -> list[ListedBackup]:
+def list_daemon(
+    runner: CommandRunner, *, check: bool = False, directory: str = DAEMON_DIR
+) -> list[ListedBackup]:
     """Backups in the daemon's volume; ``check`` re-hashes each one in the pod."""
     script = _LIST_DAEMON if check else _LIST_DAEMON_FAST
-    result = runner.run(["sh", "-c", script, DAEMON_DIR])
+    result = runner.run(["sh", "-c", script, directory])
     found = []
     for line in result.stdout.decode("utf-8", errors="replace").splitlines():
         parts = line.split("|")
@@ -642,6 +644,7 @@ def send_to_daemon(
     *,
     name: str | None = None,
     progress: ProgressFactory = _no_progress,
+    directory: str = DAEMON_DIR,
 ) -> str:
     """Stream a local backup into the daemon's ``/backups`` and check its sha256 in the pod.
 
@@ -656,7 +659,7 @@ def send_to_daemon(
     with path.open("rb") as f, progress(f"upload {name}", size) as advance:
         try:
             result = runner.run(
-                ["sh", "-c", _RECEIVE, DAEMON_DIR, name, str(size), digest],
+                ["sh", "-c", _RECEIVE, directory, name, str(size), digest],
                 stdin=f,
                 stdin_size=size,
                 progress=advance,
@@ -696,11 +699,12 @@ def fetch_from_daemon(
     backups_dir: Path,
     source: Source,
     progress: ProgressFactory = _no_progress,
+    directory: str = DAEMON_DIR,
 ) -> Path:
     """Copy a daemon backup into ``backups_dir`` (checked in the pod, then again here)."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise BackupError(f"{name!r} is not a backup file name")
-    expected = runner.run(["sh", "-c", 'cat "$0/$1.sha256"', DAEMON_DIR, name], check=False)
+    expected = runner.run(["sh", "-c", 'cat "$0/$1.sha256"', directory, name], check=False)
     if expected.exit_code != 0:
         raise CorruptBackup(f"{name} (or its .sha256 sidecar) is not in the daemon's volume")
     digest_expected = expected.stdout.decode().split()[0] if expected.stdout.split() else ""
@@ -711,7 +715,7 @@ def fetch_from_daemon(
             writer = HashingWriter(f)
             try:
                 runner.run(
-                    ["sh", "-c", _SEND, DAEMON_DIR, name],
+                    ["sh", "-c", _SEND, directory, name],
                     stdout=writer,  # type: ignore[arg-type]
                     progress=advance,
                 )
@@ -730,7 +734,7 @@ def fetch_from_daemon(
             server_version=header.server_version,
             source_context=source.context,
             source_namespace=source.namespace,
-            source_pod=f"{runner.where} {DAEMON_DIR}/{name}",
+            source_pod=f"{runner.where} {directory}/{name}",
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         final = _publish(part, backups_dir, name)

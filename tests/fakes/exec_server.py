@@ -161,7 +161,14 @@ class _Session:
                 proc.kill()
                 proc.wait()
                 return
-            self.send(1, chunk)
+            try:
+                self.send(1, chunk)
+            except OSError:
+                # Like the kubelet when the client is gone: the command's stdout closes
+                # (a writer dies of SIGPIPE).
+                proc.stdout.close()
+                proc.wait()
+                return
             sent += len(chunk)
         stderr.join()
         code = proc.wait()
@@ -194,6 +201,8 @@ class _Session:
         with self.lock:
             self.dropped = True
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # shutdown first: the handler's file objects keep the descriptor open past close().
+            self.sock.shutdown(socket.SHUT_RDWR)
             self.sock.close()
 
     def pump_stderr(self, proc: subprocess.Popen[bytes]) -> None:

@@ -1,0 +1,160 @@
+"""The exec layer against FakeExecServer (the Kubernetes exec wire protocol, real processes).
+
+The fake stands in for the API server because no cluster runs in unit tests; the same
+code is proven against the real cluster in tests/e2e/test_backup_e2e.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+
+from ops.errors import ExecFailed, NotFound
+from ops.execstream import (
+    ExecResult,
+    PodExec,
+    StderrTail,
+    exit_code_from_status,
+    sized_stdin,
+)
+from ops.kube import KubeTarget
+from tests.fakes.exec_server import V4, V5, FakeExecServer, fake_exec_server
+
+TARGET = KubeTarget(kubeconfig=None, context="fake", namespace="ns")
+PROTOCOLS = [pytest.param((V5, V4), id="v5"), pytest.param((V4,), id="v4-only")]
+
+
+def pod_exec(server: FakeExecServer, pod: str = "postgres-0", **kw: object) -> PodExec:
+    return PodExec(TARGET, pod, client_factory=server.client_factory, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocols", PROTOCOLS)
+def test_binary_stdin_and_stdout_pass_through_unchanged(protocols):
+    data = os.urandom(3 * 1024 * 1024 + 17) + b"\r\n\x00\xff" * 1000
+    out = io.BytesIO()
+    with fake_exec_server(protocols=protocols) as server:
+        result = pod_exec(server).run(
+            ["cat"], stdin=io.BytesIO(data), stdin_size=len(data), stdout=out
+        )
+    assert out.getvalue() == data
+    assert (result.exit_code, result.stdin_bytes, result.stdout_bytes) == (0, len(data), len(data))
+
+
+def test_v5_ends_stdin_with_the_close_signal_without_a_size():
+    data = os.urandom(100_000)
+    with fake_exec_server(protocols=(V5,)) as server:
+        result = pod_exec(server).run(["sha256sum"], stdin=io.BytesIO(data))
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_v4_without_a_size_refuses_instead_of_hanging():
+    with (
+        fake_exec_server(protocols=(V4,)) as server,
+        pytest.raises(ExecFailed, match="cannot end stdin"),
+    ):
+        pod_exec(server).run(["cat"], stdin=io.BytesIO(b"x"))
+
+
+@pytest.mark.parametrize("protocols", PROTOCOLS)
+def test_a_non_zero_exit_raises_with_the_remote_stderr(protocols):
+    with fake_exec_server(protocols=protocols) as server:
+        runner = pod_exec(server)
+        with pytest.raises(ExecFailed, match=r"exited with 3: database \"x\" does not exist"):
+            runner.run(["sh", "-c", "echo 'database \"x\" does not exist' >&2; exit 3"])
+        result = runner.run(["sh", "-c", "exit 4"], check=False)
+    assert result.exit_code == 4
+
+
+def test_a_stream_without_exit_status_is_an_error_never_a_success():
+    with (
+        fake_exec_server(omit_status=True) as server,
+        pytest.raises(ExecFailed, match="without an exit status"),
+    ):
+        pod_exec(server).run(["echo", "looks fine"])
+
+
+@pytest.mark.parametrize("cut_at", [0, 1, 65536, 300_000], ids=lambda n: f"cut-at-{n}")
+def test_a_dropped_connection_is_an_error(cut_at):
+    with (
+        fake_exec_server(drop_after_stdout_bytes=cut_at) as server,
+        pytest.raises(ExecFailed, match="without an exit status"),
+    ):
+        pod_exec(server).run(["head", "-c", "1000000", "/dev/zero"], stdout=io.BytesIO())
+
+
+def test_a_missing_pod_is_not_found():
+    with (
+        fake_exec_server(pods={"postgres-0"}) as server,
+        pytest.raises(NotFound, match="pod 'postgres-9' not found in namespace 'ns'"),
+    ):
+        pod_exec(server, pod="postgres-9").run(["true"])
+
+
+def test_a_local_read_error_ends_the_stream_and_is_raised():
+    class Broken(io.RawIOBase):
+        def __init__(self):
+            self.calls = 0
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError(5, "Input/output error")
+            return b"a" * 1000
+
+    with fake_exec_server() as server, pytest.raises(OSError, match="Input/output"):
+        pod_exec(server).run(["cat"], stdin=Broken(), stdin_size=10_000, stdout=io.BytesIO())
+
+
+def test_a_failing_stdout_file_ends_the_stream_and_is_raised():
+    class Full(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, b):
+            raise OSError(28, "No space left on device")
+
+    with fake_exec_server() as server, pytest.raises(OSError, match="No space"):
+        pod_exec(server).run(["head", "-c", "1000000", "/dev/zero"], stdout=Full())
+
+
+def test_stderr_is_kept_as_a_bounded_tail():
+    tail = StderrTail(limit=10)
+    for _ in range(1000):
+        tail.add(b"0123456789abcdef")
+    tail.add(b"END")
+    assert tail.text().endswith("END") and len(tail.text()) == 10
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param(b'{"status":"Success"}', 0, id="success"),
+        pytest.param(
+            b'{"status":"Failure","reason":"NonZeroExitCode",'
+            b'"details":{"causes":[{"reason":"ExitCode","message":"2"}]}}',
+            2,
+            id="exit-2",
+        ),
+        pytest.param(b'{"status":"Failure","message":"exec: not found"}', None, id="no-code"),
+        pytest.param(b"garbage", None, id="unreadable"),
+    ],
+)
+def test_exit_status_from_the_error_channel(raw, expected):
+    assert exit_code_from_status(raw)[0] == expected
+
+
+def test_sized_stdin_passes_arguments_as_words():
+    argv = sized_stdin(["pg_restore", "-d", "my db; rm -rf /"], 42)
+    assert argv[:2] == ["sh", "-c"] and argv[-4:] == ["42", "pg_restore", "-d", "my db; rm -rf /"]
+
+
+def test_result_is_a_frozen_value():
+    result = ExecResult(exit_code=0, stderr_tail="", stdout_bytes=0, stdin_bytes=0)
+    with pytest.raises(AttributeError):
+        result.exit_code = 1  # type: ignore[misc]
