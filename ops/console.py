@@ -10,30 +10,35 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from ops.config import Settings, describe
 from ops.errors import OpsError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich is imported inside the functions: it costs ~30 ms, which `inv --list` must not pay.
+
+
+def escape(text: str) -> str:
+    """Escape rich markup in ``text`` (so a value like ``[red]`` prints as it is)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 @cache
 def out() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 
 @cache
 def err() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -66,6 +71,8 @@ def error_line(message: str, *, hint: str | None = None) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    from rich.table import Table
+
     view = Table(title=title, title_justify="left")
     for column in columns:
         view.add_column(column)
@@ -115,6 +122,15 @@ def byte_progress(description: str, total: int | None = None) -> Iterator[Callab
             f"  {description}: {_mib(done)} in {elapsed:.1f} s ({_mib(done / elapsed)}/s)"
         )
         return
+
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
 
     columns = (
         TextColumn("{task.description}"),
