@@ -207,8 +207,9 @@ class _Session:
 
     def pump_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
-        while chunk := proc.stderr.read1(65536):  # type: ignore[attr-defined]
-            self.send(2, chunk)
+        with suppress(OSError):
+            while chunk := proc.stderr.read1(65536):  # type: ignore[attr-defined]
+                self.send(2, chunk)
 
     def read_client(self, proc: subprocess.Popen[bytes]) -> None:
         from websocket._abnf import ABNF

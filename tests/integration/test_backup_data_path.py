@@ -1,0 +1,539 @@
+"""The backup data path against a real PostgreSQL 15 with the real pg_dump/pg_restore/psql.
+
+The same commands that run in the postgres pod run here, through ``LocalRunner`` (a local
+subprocess) or through ``PodExec`` talking to FakeExecServer (the exec wire protocol,
+served locally, running the same real tools) for the faults only a stream can have.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+import shutil
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ops import backups
+from ops.backups import BackupInfo, LocalRunner, Source, sidecar_of
+from ops.errors import BackupError, CorruptBackup, DumpFailed, ExecFailed, RestoreFailed
+from ops.execstream import PodExec
+from ops.kube import KubeTarget
+from tests.fakes.exec_server import fake_exec_server
+from tests.support.services import require
+
+pytestmark = pytest.mark.integration
+
+FORMATS = [pytest.param("custom", id="custom"), pytest.param("plain", id="plain")]
+
+
+@pytest.fixture(scope="module")
+def tools():
+    for tool in ("pg_dump", "pg_restore", "psql", "sh", "head", "sha256sum"):
+        require(shutil.which(tool) is not None, f"{tool} not installed (postgresql-client-15)")
+
+
+@pytest.fixture
+def env(postgres_server, tools):
+    """What the postgres pod's shell has: POSTGRES_USER/PASSWORD (+ where the server is)."""
+    return {
+        **postgres_server.env(),
+        "POSTGRES_USER": postgres_server.superuser,
+        "POSTGRES_PASSWORD": postgres_server.password,
+    }
+
+
+@pytest.fixture
+def db(postgres_server, fresh_database):
+    postgres_server.psql(
+        "CREATE TABLE student (id int PRIMARY KEY, name text NOT NULL, age int);"
+        "INSERT INTO student SELECT g, 'name ' || g || E' \\u00e4\\u00df\\t\\n', g % 90 "
+        "FROM generate_series(1, 20000) g;"
+        "CREATE TABLE blobs (id int PRIMARY KEY, data bytea);"
+        "INSERT INTO blobs SELECT g, decode(md5(g::text) || md5((g * 7)::text), 'hex') "
+        "FROM generate_series(1, 2000) g;"
+        "CREATE VIEW adults AS SELECT * FROM student WHERE age >= 18;",
+        fresh_database,
+    )
+    return fresh_database
+
+
+@pytest.fixture
+def source(env, db):
+    return Source(runner=LocalRunner(env=env), database=db, context="local", namespace="-", pod="-")
+
+
+def plain_sql(postgres_server, database: str) -> str:
+    """The database as plain SQL, without the per-run \\restrict key."""
+    import subprocess
+
+    out = subprocess.run(
+        ["pg_dump", "--format=plain", "--no-owner", "-d", database],
+        env=postgres_server.env(database),
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return re.sub(r"^\\(un)?restrict \S+$", "", out, flags=re.M)
+
+
+def counts(postgres_server, database: str) -> str:
+    return postgres_server.psql(
+        "SELECT (SELECT count(*) FROM student), (SELECT sum(age) FROM student), "
+        "(SELECT md5(string_agg(name, ',' ORDER BY id)) FROM student)",
+        database,
+    )
+
+
+# --- round trips --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_restores_an_identical_database(tmp_path, postgres_server, source, env, fmt):
+    path, info = backups.take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    assert path.name.startswith(f"{source.database}-local-") and not list(tmp_path.glob("*.part"))
+    assert info.size == path.stat().st_size and info.format == fmt
+    assert info.server_version.startswith("15")
+
+    fresh = postgres_server.create_database(f"{source.database}_copy")
+    try:
+        target = Source(
+            runner=LocalRunner(env=env), database=fresh, context="local", namespace="-", pod="-"
+        )
+        report = backups.restore_backup(
+            path,
+            target,
+            full_reader=LocalRunner(env=env),
+            backups_dir=tmp_path,
+            safety_backup=False,
+        )
+        assert report.tables == {"public.blobs": 2000, "public.student": 20000}
+        assert plain_sql(postgres_server, fresh) == plain_sql(postgres_server, source.database)
+    finally:
+        postgres_server.drop_database(fresh)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_restore_brings_changed_rows_back_and_keeps_a_safety_backup(
+    tmp_path, postgres_server, source, db, fmt
+):
+    before = counts(postgres_server, db)
+    path, _ = backups.take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    postgres_server.psql("DELETE FROM student WHERE id % 3 = 0; UPDATE student SET age = 1", db)
+    changed = counts(postgres_server, db)
+
+    report = backups.restore_backup(path, source, full_reader=source.runner, backups_dir=tmp_path)
+
+    assert counts(postgres_server, db) == before
+    assert report.safety_backup is not None and report.safety_backup != path
+    backups.verify_backup(report.safety_backup, full_reader=source.runner)
+    # the safety backup holds the state before the restore
+    backups.restore_backup(
+        report.safety_backup, source, full_reader=None, backups_dir=tmp_path, safety_backup=False
+    )
+    assert counts(postgres_server, db) == changed
+
+
+def test_drill_restores_into_a_scratch_database_and_drops_it(postgres_server, source, tmp_path):
+    path, _ = backups.take_backup(source, backups_dir=tmp_path)
+    restored, live = backups.drill(path, source)
+    assert restored == live == {"public.blobs": 2000, "public.student": 20000}
+    assert "_drill_" not in postgres_server.psql("SELECT string_agg(datname, ',') FROM pg_database")
+
+
+# --- verify catches what is wrong -----------------------------------------------------------
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.99], ids=["early", "middle", "late"])
+def test_verify_catches_a_flipped_byte(tmp_path, source, fmt, where):
+    path, info = backups.take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    backups.verify_backup(path, full_reader=source.runner)
+    flip_byte(path, int(info.size * where))
+    with pytest.raises(CorruptBackup, match="sha256 differs"):
+        backups.verify_backup(path, full_reader=source.runner)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_verify_catches_truncation_with_and_without_a_sidecar(tmp_path, source, fmt):
+    path, info = backups.take_backup(source, backups_dir=tmp_path, fmt=fmt, compression=6)
+    rng = random.Random(6)
+    whole = path.read_bytes()
+    for cut in sorted(rng.sample(range(1, info.size), 20)):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(CorruptBackup, match="bytes, its sidecar says"):
+            backups.verify_backup(path, full_reader=source.runner)
+        # without the sidecar, the format itself must still give the truncation away
+        with pytest.raises(CorruptBackup):
+            backups.verify_backup(path, full_reader=source.runner, require_sidecar=False)
+    path.write_bytes(whole)
+    backups.verify_backup(path, full_reader=source.runner, require_sidecar=False)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"\x1f\x8b\x08\x00" + bytes(100), id="gzip"),
+        pytest.param(b"SELECT 1;\n", id="sql-not-from-pg_dump"),
+        pytest.param(bytes(range(256)) * 10, id="binary-noise"),
+    ],
+)
+def test_verify_rejects_a_file_of_another_format(tmp_path, source, content):
+    path = tmp_path / "other.dump"
+    path.write_bytes(content)
+    with pytest.raises(CorruptBackup):
+        backups.verify_backup(path, full_reader=source.runner, require_sidecar=False)
+
+
+def test_verify_rejects_a_tar_archive_from_pg_dump(tmp_path, postgres_server, db):
+    import subprocess
+
+    path = tmp_path / "x.dump"
+    subprocess.run(
+        ["pg_dump", "-Ft", "-f", str(path), "-d", db], env=postgres_server.env(db), check=True
+    )
+    with pytest.raises(CorruptBackup, match="tar archive"):
+        backups.verify_backup(path, full_reader=None, require_sidecar=False)
+
+
+def test_a_corrupt_file_is_rejected_before_the_database_is_touched(
+    tmp_path, postgres_server, source, db
+):
+    path, info = backups.take_backup(source, backups_dir=tmp_path)
+    flip_byte(path, info.size // 2)
+    postgres_server.psql("UPDATE student SET age = 99 WHERE id = 1", db)
+    before = counts(postgres_server, db)
+    with pytest.raises(CorruptBackup):
+        backups.restore_backup(path, source, full_reader=None, backups_dir=tmp_path)
+    assert counts(postgres_server, db) == before
+    assert len(list(tmp_path.glob("*.dump"))) == 1  # not even a safety backup was taken
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+def pod_source(server, db) -> Source:
+    target = KubeTarget(kubeconfig=None, context="fake", namespace="ns")
+    runner = PodExec(target, "postgres-0", client_factory=server.client_factory)
+    return Source(runner=runner, database=db, context="fake", namespace="ns", pod="postgres-0")
+
+
+def test_a_connection_dropped_at_random_points_never_leaves_a_file(tmp_path, env, db):
+    with fake_exec_server(env=env) as server:
+        complete, info = backups.take_backup(pod_source(server, db), backups_dir=tmp_path / "ok")
+        backups.verify_backup(complete, full_reader=LocalRunner(env=env))
+        rng = random.Random(20)
+        cuts = [0, 1, 5, info.size - 1] + rng.sample(range(6, info.size - 1), 20)
+        for cut in cuts:
+            server.behaviour.drop_after_stdout_bytes = cut
+            out = tmp_path / f"cut-{cut}"
+            with pytest.raises(DumpFailed, match="without an exit status"):
+                backups.take_backup(pod_source(server, db), backups_dir=out)
+            assert list(out.iterdir()) == [], f"cut at {cut} left {list(out.iterdir())}"
+
+
+def test_any_truncated_stream_fails_verify(tmp_path, env, source):
+    """What a cut connection would leave, if it were kept, never passes verify."""
+    path, info = backups.take_backup(source, backups_dir=tmp_path, compression=1)
+    whole = path.read_bytes()
+    sidecar_of(path).unlink()
+    rng = random.Random(21)
+    for cut in [0, 1, 5, 100, info.size - 1, *rng.sample(range(101, info.size - 1), 20)]:
+        path.write_bytes(whole[:cut])
+        with pytest.raises(CorruptBackup):
+            backups.verify_backup(path, full_reader=LocalRunner(env=env), require_sidecar=False)
+
+
+def test_pg_dump_failing_shows_its_stderr_and_keeps_nothing(tmp_path, env):
+    source = Source(
+        runner=LocalRunner(env=env), database="no_such_db", context="c", namespace="n", pod="p"
+    )
+    with pytest.raises(DumpFailed, match='database "no_such_db" does not exist'):
+        backups.take_backup(source, backups_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pg_dump_failing_in_the_pod_shows_its_stderr(tmp_path, env):
+    with fake_exec_server(env=env) as server:
+        with pytest.raises(DumpFailed, match='database "nope" does not exist'):
+            backups.take_backup(pod_source(server, "nope"), backups_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+class DiskFull(io.RawIOBase):
+    """A file that fails like a full disk after ``room`` bytes (ENOSPC)."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        self.f = path.open("xb")
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def fileno(self) -> int:
+        return self.f.fileno()
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+@pytest.mark.parametrize("via", ["local", "exec"])
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, env, db, via):
+    out = tmp_path / "backups"
+    with fake_exec_server(env=env) as server:
+        source = (
+            pod_source(server, db)
+            if via == "exec"
+            else Source(
+                runner=LocalRunner(env=env), database=db, context="c", namespace="n", pod="p"
+            )
+        )
+        with pytest.raises(BackupError, match="No space left on device"):
+            backups.take_backup(
+                source,
+                backups_dir=out,
+                opener=lambda p: DiskFull(p, 300_000),  # type: ignore[arg-type, return-value]
+            )
+    assert list(out.iterdir()) == []
+
+
+def test_two_backups_at_once_do_not_clobber_each_other(tmp_path, source, env):
+    when = datetime(2026, 11, 26, 7, 0, 0, tzinfo=UTC)
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            results.append(backups.take_backup(source, backups_dir=tmp_path, now=when)[0])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len({p.name for p in results}) == 3
+    for path in results:
+        backups.verify_backup(path, full_reader=LocalRunner(env=env))
+        assert BackupInfo.read(sidecar_of(path)).file == path.name
+
+
+def test_ctrl_c_mid_stream_removes_the_part_and_ends_pg_dump(tmp_path, env, db, postgres_server):
+    import contextlib
+    import time
+
+    @contextlib.contextmanager
+    def interrupt_after(_description, _total):
+        seen = 0
+
+        def advance(n):
+            nonlocal seen
+            seen += n
+            if seen > 100_000:
+                raise KeyboardInterrupt
+
+        yield advance
+
+    postgres_server.psql(
+        "INSERT INTO blobs SELECT g, decode(repeat(md5(g::text), 2000), 'hex') "
+        "FROM generate_series(3000, 4000) g",
+        db,
+    )
+    with fake_exec_server(env=env) as server, pytest.raises(KeyboardInterrupt):
+        backups.take_backup(pod_source(server, db), backups_dir=tmp_path, progress=interrupt_after)
+    assert list(tmp_path.iterdir()) == []
+    for _ in range(50):
+        active = postgres_server.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'"
+        )
+        if active == "0":
+            break
+        time.sleep(0.1)
+    assert active == "0", "pg_dump is still running after the interrupt"
+
+
+# --- restores that fail leave the database as it was -----------------------------------------
+
+
+def write_with_sidecar(path: Path, content: bytes, fmt) -> None:
+    import hashlib
+
+    path.write_bytes(content)
+    BackupInfo(
+        file=path.name,
+        sha256=hashlib.sha256(content).hexdigest(),
+        size=len(content),
+        database="x",
+        format=fmt,
+        compression="none",
+        server_version="15",
+        source_context="c",
+        source_namespace="n",
+        source_pod="p",
+        created="2026-11-26T07:00:00+00:00",
+    ).write(sidecar_of(path))
+
+
+def test_plain_restore_failing_midway_changes_nothing(tmp_path, postgres_server, source, db):
+    path, _ = backups.take_backup(source, backups_dir=tmp_path, fmt="plain")
+    text = path.read_bytes()
+    # a statement that fails after the tables were dropped and half the data is back
+    broken = text.replace(b"\nCOPY public.student", b"\nSELECT 1/0;\nCOPY public.student", 1)
+    assert broken != text
+    bad = tmp_path / "broken.sql"
+    write_with_sidecar(bad, broken, "plain")
+    postgres_server.psql("UPDATE student SET age = 7 WHERE id < 100", db)
+    before = counts(postgres_server, db)
+    with pytest.raises(RestoreFailed, match="division by zero"):
+        backups.restore_backup(bad, source, full_reader=None, backups_dir=tmp_path)
+    assert counts(postgres_server, db) == before
+
+
+def test_custom_restore_failing_midway_changes_nothing(tmp_path, postgres_server, source, db):
+    path, _ = backups.take_backup(source, backups_dir=tmp_path)
+    postgres_server.psql(
+        "UPDATE student SET age = 7 WHERE id < 100;"
+        # an object the dump does not know depends on a table --clean must drop: DROP fails
+        "CREATE VIEW local_report AS SELECT count(*) FROM student",
+        db,
+    )
+    before = counts(postgres_server, db)
+    with pytest.raises(RestoreFailed, match="depend"):
+        backups.restore_backup(path, source, full_reader=None, backups_dir=tmp_path)
+    assert counts(postgres_server, db) == before
+
+
+def test_a_plain_restore_stream_cut_short_never_commits(tmp_path, postgres_server, env, db):
+    """psql --single-transaction would COMMIT whatever arrived before EOF; ours cannot."""
+    source = Source(runner=LocalRunner(env=env), database=db, context="c", namespace="n", pod="p")
+    path, _ = backups.take_backup(source, backups_dir=tmp_path, fmt="plain")
+    postgres_server.psql("UPDATE student SET age = 7 WHERE id < 100", db)
+    before = counts(postgres_server, db)
+    whole = b"BEGIN;\n" + path.read_bytes()
+    # Cut after the last COPY block: tables dropped and refilled, constraints not yet made.
+    cut = whole[: whole.rindex(b"\n\\.\n") + 4]
+
+    class CutShort(io.RawIOBase):
+        def __init__(self):
+            self.data = io.BytesIO(cut)
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            chunk = self.data.read(n)
+            if not chunk:
+                raise ConnectionResetError("the network went away")
+            return chunk
+
+    with fake_exec_server(env=env) as server:
+        runner = pod_source(server, db).runner
+        with pytest.raises((ConnectionResetError, ExecFailed)):
+            runner.run(
+                backups.restore_command(db, "plain"), stdin=CutShort(), stdin_size=len(whole)
+            )
+    assert counts(postgres_server, db) == before
+
+    # The control: psql's own --single-transaction commits the same cut stream.
+    single = backups.pg_command(
+        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-", "-d", db
+    )
+    source.runner.run(single, stdin=io.BytesIO(cut[len(b"BEGIN;\n") :]), check=False)
+    assert counts(postgres_server, db) != before
+
+
+# --- the daemon's volume (the same scripts, in a local folder) --------------------------------
+
+
+@pytest.mark.parametrize("protocols", ["v5", "v4"])
+def test_send_to_daemon_checks_sha256_there_and_never_overwrites(tmp_path, env, source, protocols):
+    from tests.fakes.exec_server import V4, V5
+
+    path, info = backups.take_backup(source, backups_dir=tmp_path / "local")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    chosen = (V5, V4) if protocols == "v5" else (V4,)
+    with fake_exec_server(env=env, protocols=chosen) as server:
+        runner = pod_source(server, source.database).runner
+        digest = backups.send_to_daemon(path, runner, directory=str(volume))
+        assert digest == info.sha256
+        import subprocess
+
+        subprocess.run(["sha256sum", "-c", f"{path.name}.sha256"], cwd=volume, check=True)
+        original = (volume / path.name).read_bytes()
+
+        other = tmp_path / "other.dump"
+        other.write_bytes(b"PGDMP not the same")
+        with pytest.raises(BackupError, match="already exists"):
+            backups.send_to_daemon(other, runner, name=path.name, directory=str(volume))
+        assert (volume / path.name).read_bytes() == original
+        assert sorted(p.name for p in volume.iterdir()) == [path.name, f"{path.name}.sha256"]
+
+        listed = backups.list_daemon(runner, check=True, directory=str(volume))
+        assert [(b.name, b.size, b.verified) for b in listed] == [
+            (path.name, info.size, "sha256 ok")
+        ]
+        fetched = backups.fetch_from_daemon(
+            path.name,
+            runner,
+            backups_dir=tmp_path / "fetched",
+            source=source,
+            directory=str(volume),
+        )
+        assert fetched.read_bytes() == original
+        backups.verify_backup(fetched, full_reader=LocalRunner(env=env))
+
+
+def test_an_upload_cut_short_leaves_nothing_in_the_volume(tmp_path, env, source):
+    path, _ = backups.take_backup(source, backups_dir=tmp_path / "local")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+
+    class Cut(io.RawIOBase):
+        def __init__(self):
+            self.f = path.open("rb")
+            self.sent = 0
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            if self.sent > 50_000:
+                raise ConnectionResetError("gone")
+            chunk = self.f.read(n)
+            self.sent += len(chunk)
+            return chunk
+
+    with fake_exec_server(env=env) as server:
+        runner = pod_source(server, source.database).runner
+        size = path.stat().st_size
+        with pytest.raises((ConnectionResetError, ExecFailed)):
+            runner.run(
+                ["sh", "-c", backups._RECEIVE, str(volume), path.name, str(size), "0" * 64],
+                stdin=Cut(),
+                stdin_size=size,
+            )
+    for _ in range(50):
+        if not list(volume.iterdir()):
+            break
+        import time
+
+        time.sleep(0.1)
+    assert list(volume.iterdir()) == []
