@@ -231,7 +231,7 @@ def test_a_connection_dropped_at_random_points_never_leaves_a_file(tmp_path, env
         complete, info = backups.take_backup(pod_source(server, db), backups_dir=tmp_path / "ok")
         backups.verify_backup(complete, full_reader=LocalRunner(env=env))
         rng = random.Random(20)
-        cuts = [0, 1, 5, info.size - 1] + rng.sample(range(6, info.size - 1), 20)
+        cuts = [0, 1, 5, info.size - 1, *rng.sample(range(6, info.size - 1), 20)]
         for cut in cuts:
             server.behaviour.drop_after_stdout_bytes = cut
             out = tmp_path / f"cut-{cut}"
@@ -262,9 +262,11 @@ def test_pg_dump_failing_shows_its_stderr_and_keeps_nothing(tmp_path, env):
 
 
 def test_pg_dump_failing_in_the_pod_shows_its_stderr(tmp_path, env):
-    with fake_exec_server(env=env) as server:
-        with pytest.raises(DumpFailed, match='database "nope" does not exist'):
-            backups.take_backup(pod_source(server, "nope"), backups_dir=tmp_path)
+    with (
+        fake_exec_server(env=env) as server,
+        pytest.raises(DumpFailed, match='database "nope" does not exist'),
+    ):
+        backups.take_backup(pod_source(server, "nope"), backups_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
