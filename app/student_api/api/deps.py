@@ -1,17 +1,22 @@
-"""Dependencies shared by the routes."""
+"""Dependencies shared by the routes.
+
+They are ``async def`` on purpose: a plain ``def`` dependency costs a worker-thread hop per
+request. Routes open their own short ``Session`` and close it before returning, so no pooled
+connection is held while FastAPI serialises the response (with a bounded thread pool,
+holding it there can deadlock requests waiting for a connection against those that hold one).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
 from student_api.core.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -19,13 +24,12 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+async def get_engine(runtime: RuntimeDep) -> Engine:
     if runtime.engine is None or not runtime.migrated.is_set():
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, "starting: database schema not ready yet"
         )
-    with Session(runtime.engine) as session:
-        yield session
+    return runtime.engine
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+EngineDep = Annotated[Engine, Depends(get_engine)]

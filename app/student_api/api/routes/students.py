@@ -1,14 +1,19 @@
-"""CRUD on students under ``/api/student``."""
+"""CRUD on students under ``/api/student``.
+
+Routes are ``async def`` and hand the blocking database work in ``crud`` to the thread pool:
+one thread hop per request, and the response is serialised on the event loop.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
-from student_api.api.deps import SessionDep
-from student_api.models import Student, StudentCreate, StudentPublic, StudentUpdate
+from student_api import crud
+from student_api.api.deps import EngineDep
+from student_api.models import StudentCreate, StudentPublic, StudentUpdate
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -18,56 +23,42 @@ router = APIRouter(prefix="/api/student", tags=["students"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No student with this id"}}
 
 
-def _get_or_404(session: SessionDep, student_id: int) -> Student:
-    student = session.get(Student, student_id)
-    if student is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"student {student_id} not found")
-    return student
+def _not_found(student_id: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"student {student_id} not found")
 
 
-@router.get("", response_model=list[StudentPublic], summary="List students by id")
-def list_students(
-    session: SessionDep,
+@router.get("", summary="List students by id")
+async def list_students(
+    engine: EngineDep,
     offset: Annotated[int, Query(ge=0, description="rows to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="rows to return")] = DEFAULT_LIMIT,
-) -> list[Student]:
-    query = select(Student).order_by(Student.id).offset(offset).limit(limit)
-    return list(session.scalars(query))
+) -> list[StudentPublic]:
+    return await run_in_threadpool(crud.list_students, engine, offset=offset, limit=limit)
 
 
-@router.post(
-    "",
-    response_model=StudentPublic,
-    status_code=status.HTTP_201_CREATED,
-    summary="Add a student",
-)
-def create_student(body: StudentCreate, session: SessionDep, response: Response) -> Student:
-    student = Student(name=body.name, age=body.age)
-    session.add(student)
-    session.commit()
-    response.headers["Location"] = f"{router.prefix}/{student.id}"
-    return student
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Add a student")
+async def create_student(
+    body: StudentCreate, engine: EngineDep, response: Response
+) -> StudentPublic:
+    created = await run_in_threadpool(crud.create_student, engine, body)
+    response.headers["Location"] = f"{router.prefix}/{created.id}"
+    return created
 
 
-@router.get(
-    "/{student_id}", response_model=StudentPublic, responses=NOT_FOUND, summary="One student"
-)
-def get_student(student_id: int, session: SessionDep) -> Student:
-    return _get_or_404(session, student_id)
+@router.get("/{student_id}", responses=NOT_FOUND, summary="One student")
+async def get_student(student_id: int, engine: EngineDep) -> StudentPublic:
+    found = await run_in_threadpool(crud.get_student, engine, student_id)
+    if found is None:
+        raise _not_found(student_id)
+    return found
 
 
-@router.put(
-    "/{student_id}",
-    response_model=StudentPublic,
-    responses=NOT_FOUND,
-    summary="Replace a student's name and age",
-)
-def update_student(student_id: int, body: StudentUpdate, session: SessionDep) -> Student:
-    student = _get_or_404(session, student_id)
-    student.name = body.name
-    student.age = body.age
-    session.commit()
-    return student
+@router.put("/{student_id}", responses=NOT_FOUND, summary="Replace a student's name and age")
+async def update_student(student_id: int, body: StudentUpdate, engine: EngineDep) -> StudentPublic:
+    updated = await run_in_threadpool(crud.update_student, engine, student_id, body)
+    if updated is None:
+        raise _not_found(student_id)
+    return updated
 
 
 @router.delete(
@@ -76,7 +67,7 @@ def update_student(student_id: int, body: StudentUpdate, session: SessionDep) ->
     responses=NOT_FOUND,
     summary="Remove a student",
 )
-def delete_student(student_id: int, session: SessionDep) -> Response:
-    session.delete(_get_or_404(session, student_id))
-    session.commit()
+async def delete_student(student_id: int, engine: EngineDep) -> Response:
+    if not await run_in_threadpool(crud.delete_student, engine, student_id):
+        raise _not_found(student_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

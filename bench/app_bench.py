@@ -1,0 +1,247 @@
+"""Throughput and latency of the student API: GET /api/student (100 rows) vs /health/live.
+
+Starts its own PostgreSQL (the test fixture's initdb server) and one ``python -m student_api``
+process on loopback, seeds the rows, then drives each endpoint for a bounded time at the
+same concurrency. The liveness endpoint (no database, tiny body) is the baseline measured in
+the same run, so the ratio says what the database round trip and 100-row serialisation cost.
+
+    .venv/bin/python bench/app_bench.py                 # wrk if installed, else Python
+    .venv/bin/python bench/app_bench.py --loadgen python --duration 5
+
+Load generator: Debian's ``wrk`` (apt-get install wrk) is preferred; it needs little CPU,
+which matters on a 2-core machine where generator and server share the cores. The Python
+fallback (httpx, asyncio) is itself CPU-bound and understates the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
+
+LIVE = "/health/live"
+LIST = "/api/student"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Figures:
+    path: str
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(url: str, path: str, *, connections: int, duration: int) -> Figures:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "--timeout",
+            "5s",
+            url + path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
+    ).stdout
+    done = re.search(r"(\d+) requests in ([\d.]+)(ms|s)", out)
+    p50 = re.search(r"^\s*50%\s+(\S+)\s*$", out, re.M)
+    p99 = re.search(r"^\s*99%\s+(\S+)\s*$", out, re.M)
+    if not (done and p50 and p99):
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    seconds = float(done.group(2)) / (1000.0 if done.group(3) == "ms" else 1.0)
+    return Figures(
+        path=path,
+        requests=int(done.group(1)),
+        errors=errors,
+        seconds=seconds,
+        p50_ms=_ms(p50.group(1)),
+        p99_ms=_ms(p99.group(1)),
+    )
+
+
+async def _python_load(url: str, path: str, connections: int, duration: float) -> Figures:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=5.0) as client:
+        stop_at = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                try:
+                    response = await client.get(path)
+                    if response.status_code != 200:
+                        errors += 1
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        seconds = time.perf_counter() - began
+    cuts = statistics.quantiles(latencies, n=100)
+    return Figures(
+        path=path,
+        requests=len(latencies),
+        errors=errors,
+        seconds=seconds,
+        p50_ms=cuts[49] * 1000,
+        p99_ms=cuts[98] * 1000,
+    )
+
+
+def run_python(url: str, path: str, *, connections: int, duration: int) -> Figures:
+    return asyncio.run(_python_load(url, path, connections, duration))
+
+
+def start_app(
+    server: PostgresServer, database: str, port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DB_HOST": server.host,
+        "DB_PORT": str(server.port),
+        "DB_NAME": database,
+        "DB_USER": server.superuser,
+        "DB_PASSWORD": server.password,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SHUTDOWN_DELAY": "0",
+        "LOG_LEVEL": "warning",
+    }
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "student_api"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def wait_ready(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the app did not become ready")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint (max 60)")
+    parser.add_argument("--connections", type=int, default=50, help="concurrent connections")
+    parser.add_argument("--rows", type=int, default=100, help="students in the table")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    args = parser.parse_args()
+    duration = min(max(args.duration, 1), 60)
+    loadgen = args.loadgen
+    if loadgen == "auto":
+        loadgen = "wrk" if shutil.which("wrk") else "python"
+    run = run_wrk if loadgen == "wrk" else run_python
+
+    server = start_postgres()
+    app: subprocess.Popen[bytes] | None = None
+    try:
+        database = server.create_database("bench")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        app = start_app(server, database, port, server.root / "app.log")
+        wait_ready(url)
+        server.psql(
+            "INSERT INTO student (name, age) "
+            f"SELECT 'Student ' || i, 18 + i % 50 FROM generate_series(1, {args.rows}) i",
+            database,
+        )
+        rows = httpx.get(url + LIST).json()
+        assert len(rows) == min(args.rows, 100), len(rows)
+        # Warm up both paths (connections in the pool, code paths imported).
+        for path in (LIVE, LIST):
+            run(url, path, connections=args.connections, duration=1)
+        results = [
+            run(url, path, connections=args.connections, duration=duration) for path in (LIVE, LIST)
+        ]
+    finally:
+        if app is not None:
+            app.send_signal(signal.SIGTERM)
+            try:
+                app.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                app.kill()
+        if server.is_running():
+            server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+    live, listing = results
+    print(
+        f"student API on loopback: {args.connections} connections, {duration}s per endpoint, "
+        f"load generator {loadgen}, {os.cpu_count()} CPUs shared by server and generator"
+    )
+    print(f"{'endpoint':<32}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for fig, label in (
+        (live, f"GET {LIVE} (baseline)"),
+        (listing, f"GET {LIST} ({args.rows} rows)"),
+    ):
+        print(f"{label:<32}{fig.rps:>10.0f}{fig.p50_ms:>10.2f}{fig.p99_ms:>10.2f}{fig.errors:>8}")
+    print(
+        f"ratio list/live: throughput {listing.rps / live.rps:.2f}x, "
+        f"p50 {listing.p50_ms / live.p50_ms:.1f}x, p99 {listing.p99_ms / live.p99_ms:.1f}x"
+    )
+    return 1 if live.errors or listing.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
