@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labkit import build, cluster, images, packages, services  # noqa: E402
-from labkit.util import LabError, Paths, info  # noqa: E402
+from labkit import build, cluster, images, packages, services
+from labkit.util import LabError, Paths, info
 
 
 def _timed(phases: list[tuple[str, Callable[[], object]]]) -> None:
@@ -44,11 +44,21 @@ def _timed(phases: list[tuple[str, Callable[[], object]]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lab.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = [
-        "install", "services-up", "services-down", "build", "images",
-        "cluster-up", "cluster-down", "up", "down", "status",
-    ]  # fmt: skip
+        "install",
+        "services-up",
+        "services-down",
+        "build",
+        "images",
+        "cluster-up",
+        "cluster-down",
+        "up",
+        "down",
+        "status",
+    ]
     parser.add_argument("command", choices=commands)
     args = parser.parse_args(argv)
     paths = Paths.from_env()

@@ -61,7 +61,14 @@ def _kube_ldflags() -> str:
     return " ".join(flags)
 
 
-KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")
+KUBE_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+)
 KUBE = GoBuild(
     name="kube",
     packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS),
@@ -92,7 +99,9 @@ def go_env(paths: Paths) -> dict[str, str]:
 def _ldflags(build: GoBuild) -> str:
     extra = _kube_ldflags() if build.name == "kube" else build.ldflags
     if build.name == "etcd":
-        extra = f"-X go.etcd.io/etcd/api/v3/version.GitSHA={build.pinned('go.etcd.io/etcd/server/v3')}"
+        extra = (
+            f"-X go.etcd.io/etcd/api/v3/version.GitSHA={build.pinned('go.etcd.io/etcd/server/v3')}"
+        )
     return f"-s -w {extra}".strip()
 
 
@@ -112,12 +121,25 @@ def build_one(paths: Paths, build: GoBuild, go: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     started = time.monotonic()
-    info(f"{build.name}: building {', '.join(build.binaries)} (this is the slow part on a cold cache)")
+    info(f"{build.name}: building {', '.join(build.binaries)} (slow on a cold cache)")
     run(
-        ["nice", "-n", "10", go, "build", "-trimpath", "-ldflags", _ldflags(build), "-o", f"{tmp}/",
-         *build.packages],
-        cwd=build.module_dir, env=go_env(paths), log=paths.logs / f"go-build-{build.name}.log",
-    )  # fmt: skip
+        [
+            "nice",
+            "-n",
+            "10",
+            go,
+            "build",
+            "-trimpath",
+            "-ldflags",
+            _ldflags(build),
+            "-o",
+            f"{tmp}/",
+            *build.packages,
+        ],
+        cwd=build.module_dir,
+        env=go_env(paths),
+        log=paths.logs / f"go-build-{build.name}.log",
+    )
     if len(build.binaries) == 1 and not (tmp / build.binaries[0]).exists():
         # `go build -o dir/ .` names the binary after the module's last element.
         built = [p for p in tmp.iterdir() if p.is_file()]

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from . import build, images, pki
 from .services import docker_env
@@ -84,11 +85,19 @@ def _kubeconfig(path: Path, *, user: str, cert: tuple[Path, Path], ca: Path, ser
         {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": CONTEXT, "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}],
+            "clusters": [
+                {
+                    "name": CONTEXT,
+                    "cluster": {"server": server, "certificate-authority-data": _b64(ca)},
+                }
+            ],
             "users": [
                 {
                     "name": user,
-                    "user": {"client-certificate-data": _b64(cert[0]), "client-key-data": _b64(cert[1])},
+                    "user": {
+                        "client-certificate-data": _b64(cert[0]),
+                        "client-key-data": _b64(cert[1]),
+                    },
                 }
             ],
             "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": user}}],
@@ -109,19 +118,38 @@ def _pki(paths: Paths, ip: str) -> dict[str, Path]:
     ca = pki.ensure_ca(d, "ca", "manifest-lab kubernetes CA")
     server = f"https://127.0.0.1:{API_PORT}"
     apiserver = pki.ensure_cert(
-        d, "apiserver", ca=ca, common_name="kube-apiserver", server=True,
-        dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-             "kubernetes.default.svc.cluster.local", NODE],
+        d,
+        "apiserver",
+        ca=ca,
+        common_name="kube-apiserver",
+        server=True,
+        dns=[
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            NODE,
+        ],
         ips=["127.0.0.1", ip, API_SERVICE_IP],
-    )  # fmt: skip
+    )
     kubelet_client = pki.ensure_cert(
-        d, "apiserver-kubelet-client", ca=ca, common_name="kube-apiserver-kubelet-client",
-        organization="system:masters", client=True,
-    )  # fmt: skip
+        d,
+        "apiserver-kubelet-client",
+        ca=ca,
+        common_name="kube-apiserver-kubelet-client",
+        organization="system:masters",
+        client=True,
+    )
     kubelet_serving = pki.ensure_cert(
-        d, "kubelet-serving", ca=ca, common_name=NODE, server=True,
-        dns=[NODE, "localhost"], ips=[ip, "127.0.0.1"],
-    )  # fmt: skip
+        d,
+        "kubelet-serving",
+        ca=ca,
+        common_name=NODE,
+        server=True,
+        dns=[NODE, "localhost"],
+        ips=[ip, "127.0.0.1"],
+    )
     sa_key, sa_pub = pki.ensure_keypair(d, "sa")
     users = {
         "admin": ("manifest-lab-admin", "system:masters"),
@@ -131,15 +159,23 @@ def _pki(paths: Paths, ip: str) -> dict[str, Path]:
         "kube-proxy": ("system:kube-proxy", None),
     }
     files = {
-        "ca": ca[0], "ca-key": ca[1], "apiserver": apiserver[0], "apiserver-key": apiserver[1],
-        "kubelet-client": kubelet_client[0], "kubelet-client-key": kubelet_client[1],
-        "kubelet-serving": kubelet_serving[0], "kubelet-serving-key": kubelet_serving[1],
-        "sa-key": sa_key, "sa-pub": sa_pub,
-    }  # fmt: skip
+        "ca": ca[0],
+        "ca-key": ca[1],
+        "apiserver": apiserver[0],
+        "apiserver-key": apiserver[1],
+        "kubelet-client": kubelet_client[0],
+        "kubelet-client-key": kubelet_client[1],
+        "kubelet-serving": kubelet_serving[0],
+        "kubelet-serving-key": kubelet_serving[1],
+        "sa-key": sa_key,
+        "sa-pub": sa_pub,
+    }
     for name, (cn, org) in users.items():
         cert = pki.ensure_cert(d, name, ca=ca, common_name=cn, organization=org, client=True)
         target = paths.kubeconfig if name == "admin" else _dir(paths) / f"{name}.kubeconfig"
-        files[f"{name}.kubeconfig"] = _kubeconfig(target, user=cn, cert=cert, ca=ca[0], server=server)
+        files[f"{name}.kubeconfig"] = _kubeconfig(
+            target, user=cn, cert=cert, ca=ca[0], server=server
+        )
     return files
 
 
@@ -319,32 +355,34 @@ def _network_down() -> None:
 # --- up ------------------------------------------------------------------------
 
 
-def _kubectl(paths: Paths, *args: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+def _kubectl(paths: Paths, *args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
     kubectl = build.bin_dirs(paths)["kubectl"]
-    return run([kubectl, "--kubeconfig", paths.kubeconfig, "--context", CONTEXT, *args], **kwargs)  # type: ignore[arg-type]
+    return run([kubectl, "--kubeconfig", paths.kubeconfig, "--context", CONTEXT, *args], **kwargs)
 
 
 def _kubectl_ok(paths: Paths, *args: str) -> bool:
     return _kubectl(paths, *args, check=False, quiet=True, capture=True).returncode == 0
 
 
-def _ctr(paths: Paths, *args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
-    return run(["ctr", "--address", _containerd_sock(paths), "--namespace", "k8s.io", *args], **kwargs)  # type: ignore[arg-type]
+def _ctr(paths: Paths, *args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    return run(
+        ["ctr", "--address", _containerd_sock(paths), "--namespace", "k8s.io", *args], **kwargs
+    )
 
 
 def _manifests(paths: Paths, coredns_image: str) -> Path:
-    corefile = f""".:53 {{
+    corefile = """.:53 {
     errors
     health :8080
     ready :8181
-    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
         ttl 30
-    }}
+    }
     cache 30
     loadbalance
-}}
+}
 """
     labels = {"k8s-app": "kube-dns"}
     items: list[dict[str, object]] = [
@@ -359,22 +397,37 @@ def _manifests(paths: Paths, coredns_image: str) -> Path:
             "reclaimPolicy": "Delete",
             "volumeBindingMode": "Immediate",
         },
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": "kube-system"}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "coredns", "namespace": "kube-system"},
+        },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": {"name": "system:coredns"},
             "rules": [
-                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
-                 "verbs": ["list", "watch"]},
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
             ],
-        },  # fmt: skip
+        },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": "system:coredns"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:coredns",
+            },
             "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}],
         },
         {
@@ -434,15 +487,18 @@ def _manifests(paths: Paths, coredns_image: str) -> Path:
             },
         },
     ]
-    return write_json(_dir(paths) / "addons.json", {"apiVersion": "v1", "kind": "List", "items": items})
+    return write_json(
+        _dir(paths) / "addons.json", {"apiVersion": "v1", "kind": "List", "items": items}
+    )
 
 
 # Service rules and DNS may lag the CoreDNS rollout by a second or two: retry.
 SMOKE_SCRIPT = """
-for i in $(seq 60); do nslookup kubernetes.default.svc.cluster.local >/dev/null 2>&1 && break; sleep 1; done
-nslookup kubernetes.default.svc.cluster.local || exit 1
+api=kubernetes.default.svc.cluster.local
+for i in $(seq 60); do nslookup $api >/dev/null 2>&1 && break; sleep 1; done
+nslookup $api || exit 1
 echo dns-ok
-healthz=$(wget -q -O - --no-check-certificate https://kubernetes.default.svc.cluster.local/healthz) || exit 2
+healthz=$(wget -q -O - --no-check-certificate https://$api/healthz) || exit 2
 echo "api-$healthz"
 """
 
@@ -460,7 +516,7 @@ def _smoke_pod(busybox: str) -> dict[str, object]:
                     "image": busybox,
                     "imagePullPolicy": "Never",
                     "command": ["sh", "-c", SMOKE_SCRIPT],
-                }  # fmt: skip
+                }
             ],
         },
     }
@@ -485,69 +541,197 @@ def up(paths: Paths) -> None:
 
     _network_up()
     started = time.monotonic()
-    start_daemon(paths, "etcd", [
-        b["etcd"], "--name", "lab", "--data-dir", d / "etcd",
-        "--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
-        "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-        "--initial-cluster", "lab=http://127.0.0.1:2380", "--listen-metrics-urls", "http://127.0.0.1:2381",
-        "--unsafe-no-fsync", "--snapshot-count", "10000", "--quota-backend-bytes", str(4 << 30),
-    ])  # fmt: skip
-    start_daemon(paths, "containerd", ["containerd", "--config", _containerd_config(paths, images.PAUSE_IMAGE)])
-    start_daemon(paths, "kube-apiserver", [
-        b["kube-apiserver"],
-        "--etcd-servers", "http://127.0.0.1:2379",
-        "--advertise-address", ip, "--bind-address", "0.0.0.0", "--secure-port", str(API_PORT),
-        "--service-cluster-ip-range", SERVICE_CIDR, "--service-node-port-range", NODE_PORT_RANGE,
-        "--client-ca-file", files["ca"],
-        "--tls-cert-file", files["apiserver"], "--tls-private-key-file", files["apiserver-key"],
-        "--kubelet-client-certificate", files["kubelet-client"], "--kubelet-client-key", files["kubelet-client-key"],
-        "--kubelet-certificate-authority", files["ca"], "--kubelet-preferred-address-types", "InternalIP",
-        "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-        "--service-account-key-file", files["sa-pub"], "--service-account-signing-key-file", files["sa-key"],
-        "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
-        "--allow-privileged=true", "--profiling=false", "--endpoint-reconciler-type", "lease",
-    ])  # fmt: skip
-    wait_for("containerd", lambda: _ctr(paths, "version", check=False, quiet=True, capture=True).returncode == 0, 30)
+    start_daemon(
+        paths,
+        "etcd",
+        [
+            b["etcd"],
+            "--name",
+            "lab",
+            "--data-dir",
+            d / "etcd",
+            "--listen-client-urls",
+            "http://127.0.0.1:2379",
+            "--advertise-client-urls",
+            "http://127.0.0.1:2379",
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "lab=http://127.0.0.1:2380",
+            "--listen-metrics-urls",
+            "http://127.0.0.1:2381",
+            "--unsafe-no-fsync",
+            "--snapshot-count",
+            "10000",
+            "--quota-backend-bytes",
+            str(4 << 30),
+        ],
+    )
+    start_daemon(
+        paths,
+        "containerd",
+        ["containerd", "--config", _containerd_config(paths, images.PAUSE_IMAGE)],
+    )
+    start_daemon(
+        paths,
+        "kube-apiserver",
+        [
+            b["kube-apiserver"],
+            "--etcd-servers",
+            "http://127.0.0.1:2379",
+            "--advertise-address",
+            ip,
+            "--bind-address",
+            "0.0.0.0",
+            "--secure-port",
+            str(API_PORT),
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+            "--service-node-port-range",
+            NODE_PORT_RANGE,
+            "--client-ca-file",
+            files["ca"],
+            "--tls-cert-file",
+            files["apiserver"],
+            "--tls-private-key-file",
+            files["apiserver-key"],
+            "--kubelet-client-certificate",
+            files["kubelet-client"],
+            "--kubelet-client-key",
+            files["kubelet-client-key"],
+            "--kubelet-certificate-authority",
+            files["ca"],
+            "--kubelet-preferred-address-types",
+            "InternalIP",
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file",
+            files["sa-pub"],
+            "--service-account-signing-key-file",
+            files["sa-key"],
+            "--authorization-mode",
+            "Node,RBAC",
+            "--enable-admission-plugins",
+            "NodeRestriction",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--endpoint-reconciler-type",
+            "lease",
+        ],
+    )
+    wait_for(
+        "containerd",
+        lambda: _ctr(paths, "version", check=False, quiet=True, capture=True).returncode == 0,
+        30,
+    )
     for name, image in node_images.items():
         _ctr(paths, "images", "import", image.tarball, capture=True)
         info(f"node image {name}: {image.ref} imported into containerd (k8s.io)")
     wait_for("kube-apiserver /readyz", lambda: _kubectl_ok(paths, "get", "--raw", "/readyz"), 90)
     info(f"kube-apiserver ready after {time.monotonic() - started:.0f}s")
-    start_daemon(paths, "kube-controller-manager", [
-        b["kube-controller-manager"], "--kubeconfig", files["controller-manager.kubeconfig"],
-        "--authentication-kubeconfig", files["controller-manager.kubeconfig"],
-        "--authorization-kubeconfig", files["controller-manager.kubeconfig"],
-        "--bind-address", "127.0.0.1", "--leader-elect=false", "--use-service-account-credentials=true",
-        "--service-account-private-key-file", files["sa-key"], "--root-ca-file", files["ca"],
-        "--cluster-signing-cert-file", files["ca"], "--cluster-signing-key-file", files["ca-key"],
-        "--allocate-node-cidrs=true", "--cluster-cidr", POD_CIDR, "--node-cidr-mask-size", "24",
-        "--service-cluster-ip-range", SERVICE_CIDR, "--enable-hostpath-provisioner=true",
-        "--controllers", "*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
-    ])  # fmt: skip
-    start_daemon(paths, "kube-scheduler", [
-        b["kube-scheduler"], "--kubeconfig", files["scheduler.kubeconfig"],
-        "--authentication-kubeconfig", files["scheduler.kubeconfig"],
-        "--authorization-kubeconfig", files["scheduler.kubeconfig"],
-        "--bind-address", "127.0.0.1", "--leader-elect=false",
-    ])  # fmt: skip
+    start_daemon(
+        paths,
+        "kube-controller-manager",
+        [
+            b["kube-controller-manager"],
+            "--kubeconfig",
+            files["controller-manager.kubeconfig"],
+            "--authentication-kubeconfig",
+            files["controller-manager.kubeconfig"],
+            "--authorization-kubeconfig",
+            files["controller-manager.kubeconfig"],
+            "--bind-address",
+            "127.0.0.1",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            "--service-account-private-key-file",
+            files["sa-key"],
+            "--root-ca-file",
+            files["ca"],
+            "--cluster-signing-cert-file",
+            files["ca"],
+            "--cluster-signing-key-file",
+            files["ca-key"],
+            "--allocate-node-cidrs=true",
+            "--cluster-cidr",
+            POD_CIDR,
+            "--node-cidr-mask-size",
+            "24",
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+            "--enable-hostpath-provisioner=true",
+            "--controllers",
+            "*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+        ],
+    )
+    start_daemon(
+        paths,
+        "kube-scheduler",
+        [
+            b["kube-scheduler"],
+            "--kubeconfig",
+            files["scheduler.kubeconfig"],
+            "--authentication-kubeconfig",
+            files["scheduler.kubeconfig"],
+            "--authorization-kubeconfig",
+            files["scheduler.kubeconfig"],
+            "--bind-address",
+            "127.0.0.1",
+            "--leader-elect=false",
+        ],
+    )
     _cni_config(paths)
-    start_daemon(paths, "kubelet", [
-        b["kubelet"], "--config", _kubelet_config(paths, files), "--kubeconfig", files["kubelet.kubeconfig"],
-        "--root-dir", d / "kubelet" / "root", "--cert-dir", d / "kubelet" / "pki",
-        "--hostname-override", NODE, "--node-ip", ip, "--v", "1",
-    ])  # fmt: skip
-    start_daemon(paths, "kube-proxy", [b["kube-proxy"], "--config", _proxy_config(paths, files, ip)])
+    start_daemon(
+        paths,
+        "kubelet",
+        [
+            b["kubelet"],
+            "--config",
+            _kubelet_config(paths, files),
+            "--kubeconfig",
+            files["kubelet.kubeconfig"],
+            "--root-dir",
+            d / "kubelet" / "root",
+            "--cert-dir",
+            d / "kubelet" / "pki",
+            "--hostname-override",
+            NODE,
+            "--node-ip",
+            ip,
+            "--v",
+            "1",
+        ],
+    )
+    start_daemon(
+        paths, "kube-proxy", [b["kube-proxy"], "--config", _proxy_config(paths, files, ip)]
+    )
 
     update_env(paths, {"KUBECONFIG": str(paths.kubeconfig), "MANIFEST_TEST_KUBE_CONTEXT": CONTEXT})
     wait_for(f"node {NODE} to register", lambda: _kubectl_ok(paths, "get", "node", NODE), 90)
     _kubectl(paths, "wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=120s", capture=True)
     info(f"node Ready after {time.monotonic() - started:.0f}s")
     _kubectl(paths, "apply", "-f", _manifests(paths, node_images["coredns"].ref), capture=True)
-    wait_for("the default ServiceAccount", lambda: _kubectl_ok(paths, "get", "serviceaccount", "default"), 60)
-    _kubectl(paths, "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=120s", capture=True)
+    wait_for(
+        "the default ServiceAccount",
+        lambda: _kubectl_ok(paths, "get", "serviceaccount", "default"),
+        60,
+    )
+    _kubectl(
+        paths,
+        "-n",
+        "kube-system",
+        "rollout",
+        "status",
+        "deployment/coredns",
+        "--timeout=120s",
+        capture=True,
+    )
     info(f"CoreDNS ready after {time.monotonic() - started:.0f}s")
     _smoke(paths, node_images["busybox"].ref)
-    info(f"cluster ready after {time.monotonic() - started:.0f}s; KUBECONFIG={paths.kubeconfig} context {CONTEXT}")
+    info(f"cluster ready after {time.monotonic() - started:.0f}s")
+    info(f"KUBECONFIG={paths.kubeconfig} context {CONTEXT}")
 
 
 def _smoke(paths: Paths, busybox: str) -> None:
@@ -557,8 +741,17 @@ def _smoke(paths: Paths, busybox: str) -> None:
     _kubectl(paths, "apply", "-f", pod, capture=True)
 
     def phase() -> bool:
-        proc = _kubectl(paths, "get", "pod", "lab-ready", "-o", "jsonpath={.status.phase}",
-                        capture=True, quiet=True, check=False)  # fmt: skip
+        proc = _kubectl(
+            paths,
+            "get",
+            "pod",
+            "lab-ready",
+            "-o",
+            "jsonpath={.status.phase}",
+            capture=True,
+            quiet=True,
+            check=False,
+        )
         value = proc.stdout.decode()
         if value == "Failed":
             raise LabError("smoke pod failed")
@@ -571,9 +764,15 @@ def _smoke(paths: Paths, busybox: str) -> None:
                 raise LabError("timed out waiting for the smoke pod lab-ready")
             time.sleep(1)
     except LabError:
-        logs = _kubectl(paths, "logs", "lab-ready", capture=True, check=False, quiet=True).stdout.decode()
-        describe = _kubectl(paths, "describe", "pod", "lab-ready", capture=True, check=False, quiet=True)
-        raise LabError(f"smoke pod did not succeed.\nlogs:\n{logs}\n{describe.stdout.decode()[-2500:]}") from None
+        logs = _kubectl(
+            paths, "logs", "lab-ready", capture=True, check=False, quiet=True
+        ).stdout.decode()
+        describe = _kubectl(
+            paths, "describe", "pod", "lab-ready", capture=True, check=False, quiet=True
+        )
+        raise LabError(
+            f"smoke pod did not succeed.\nlogs:\n{logs}\n{describe.stdout.decode()[-2500:]}"
+        ) from None
     logs = _kubectl(paths, "logs", "lab-ready", capture=True, quiet=True).stdout.decode()
     if "dns-ok" not in logs or "api-ok" not in logs:
         raise LabError(f"smoke pod ran but its output is wrong:\n{logs}")
@@ -588,8 +787,19 @@ def _drain_node(paths: Paths) -> None:
     """Delete every pod and let the kubelet stop them (CNI DEL runs then)."""
     if not _kubectl_ok(paths, "get", "--raw", "/readyz"):
         return
-    _kubectl(paths, "delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force",
-             "--wait=false", check=False, capture=True, quiet=True)  # fmt: skip
+    _kubectl(
+        paths,
+        "delete",
+        "pods",
+        "--all",
+        "--all-namespaces",
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+        check=False,
+        capture=True,
+        quiet=True,
+    )
 
     def no_tasks() -> bool:
         proc = _ctr(paths, "tasks", "ls", check=False, capture=True, quiet=True)
@@ -636,7 +846,11 @@ def down(paths: Paths) -> None:
         run(["ip", "netns", "delete", ns.name], check=False, quiet=True, capture=True)
     if Path(f"/sys/class/net/{BRIDGE}").exists():
         run(["ip", "link", "delete", BRIDGE], check=False, quiet=True, capture=True)
-    run(["sh", "-c", "iptables-save -t nat | grep -q 'CNI-' && echo cni-left"], check=False, quiet=True)
+    run(
+        ["sh", "-c", "iptables-save -t nat | grep -q 'CNI-' && echo cni-left"],
+        check=False,
+        quiet=True,
+    )
     unmount_under(d)
     left = mounts_under(d)
     if left:
@@ -653,4 +867,8 @@ def status(paths: Paths) -> None:
     if daemon_pid(paths, "kube-apiserver") and paths.kubeconfig.exists():
         _kubectl(paths, "get", "nodes,pods", "-A", "-o", "wide", check=False, quiet=True)
     print(f"env: {paths.env_file}")
-    print(json.dumps({"docker": docker_env(paths)["DOCKER_HOST"], "kubeconfig": str(paths.kubeconfig)}))
+    print(
+        json.dumps(
+            {"docker": docker_env(paths)["DOCKER_HOST"], "kubeconfig": str(paths.kubeconfig)}
+        )
+    )

@@ -44,7 +44,9 @@ def _docker_out(paths: Paths, *args: str) -> str:
 
 
 def _image_key(paths: Paths, ref: str) -> str:
-    return _docker_out(paths, "image", "inspect", "-f", f'{{{{index .Config.Labels "{KEY_LABEL}"}}}}', ref).strip()
+    return _docker_out(
+        paths, "image", "inspect", "-f", f'{{{{index .Config.Labels "{KEY_LABEL}"}}}}', ref
+    ).strip()
 
 
 def _apt_sources() -> list[Path]:
@@ -108,9 +110,15 @@ def _import_debian(paths: Paths) -> str:
     tarball, key = debian_rootfs(paths)
     if _image_key(paths, DEBIAN_IMAGE) != key:
         docker(
-            paths, "import", "--change", f"LABEL {KEY_LABEL}={key}", "--change", 'CMD ["/bin/bash"]',
-            tarball, DEBIAN_IMAGE,
-        )  # fmt: skip
+            paths,
+            "import",
+            "--change",
+            f"LABEL {KEY_LABEL}={key}",
+            "--change",
+            'CMD ["/bin/bash"]',
+            tarball,
+            DEBIAN_IMAGE,
+        )
     return key
 
 
@@ -133,9 +141,16 @@ def _build_cached(
         for name, value in (build_args or {}).items():
             args += ["--build-arg", f"{name}={value}"]
         docker(
-            paths, "build", "--label", f"{KEY_LABEL}={key}", "-t", ref, *args, context,
+            paths,
+            "build",
+            "--label",
+            f"{KEY_LABEL}={key}",
+            "-t",
+            ref,
+            *args,
+            context,
             log=paths.logs / f"docker-build-{ref.split('/')[-1].replace(':', '-')}.log",
-        )  # fmt: skip
+        )
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(cached.name + ".partial")
@@ -144,7 +159,9 @@ def _build_cached(
     return cached
 
 
-def _context(name: str, extra: dict[str, Path] | None = None) -> tuple[Path, str, tempfile.TemporaryDirectory[str]]:
+def _context(
+    name: str, extra: dict[str, Path] | None = None
+) -> tuple[Path, str, tempfile.TemporaryDirectory[str]]:
     """A build context: lab/images/<name>/ plus extra files; and its content key."""
     tmp = tempfile.TemporaryDirectory(prefix=f"lab-{name}-")
     ctx = Path(tmp.name)
@@ -162,15 +179,31 @@ def _pause_binary(paths: Paths, workdir: Path) -> Path:
     version = build.kube_version()
     src = paths.cache / "gomod" / f"k8s.io/kubernetes@{version}" / "build/pause/linux/pause.c"
     if not src.exists():
-        raise LabError(f"{src} missing: run `lab.py build` first (it downloads the kubernetes module)")
+        raise LabError(
+            f"{src} missing: run `lab.py build` first (it downloads the kubernetes module)"
+        )
     out = workdir / "pause"
-    run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_TAG}-{version}", "-o", out, src])
+    run(
+        [
+            "gcc",
+            "-Os",
+            "-Wall",
+            "-Werror",
+            "-static",
+            f"-DVERSION=v{PAUSE_TAG}-{version}",
+            "-o",
+            out,
+            src,
+        ]
+    )
     run(["strip", out], quiet=True)
     return out
 
 
 def build_all(paths: Paths) -> dict[str, NodeImage]:
-    if run(["docker", "version"], env=docker_env(paths), check=False, capture=True, quiet=True).returncode:
+    if run(
+        ["docker", "version"], env=docker_env(paths), check=False, capture=True, quiet=True
+    ).returncode:
         raise LabError("the Docker engine is not running: run `lab.py services-up` first")
     base_key = _import_debian(paths)
 
@@ -186,7 +219,9 @@ def build_all(paths: Paths) -> dict[str, NodeImage]:
         pause = _pause_binary(paths, Path(work))
         ctx, key, tmp = _context("pause", {"pause": pause})
         with tmp:
-            node_images["pause"] = NodeImage(ref=PAUSE_IMAGE, tarball=_build_cached(paths, PAUSE_IMAGE, ctx, key))
+            node_images["pause"] = NodeImage(
+                ref=PAUSE_IMAGE, tarball=_build_cached(paths, PAUSE_IMAGE, ctx, key)
+            )
 
     busybox = Path("/bin/busybox")
     ctx, key, tmp = _context("busybox", {"busybox": busybox})
@@ -223,6 +258,8 @@ def node_images(paths: Paths) -> dict[str, NodeImage]:
         pattern = f"{ref.replace('/', '_').replace(':', '_')}-*.tar"
         candidates = sorted((paths.cache / "images").glob(pattern), key=lambda p: p.stat().st_mtime)
         if not candidates:
-            raise LabError(f"no image tarball for {ref} in {paths.cache / 'images'}: run `lab.py images`")
+            raise LabError(
+                f"no image tarball for {ref} in {paths.cache / 'images'}: run `lab.py images`"
+            )
         found[name] = NodeImage(ref=ref, tarball=candidates[-1])
     return found

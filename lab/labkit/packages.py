@@ -40,7 +40,9 @@ def missing() -> list[str]:
         text=True,
         check=False,
     )
-    installed = {line.split()[0] for line in proc.stdout.splitlines() if line.endswith(" installed")}
+    installed = {
+        line.split()[0] for line in proc.stdout.splitlines() if line.endswith(" installed")
+    }
     return [p for p in PACKAGES if p not in installed]
 
 
@@ -53,4 +55,7 @@ def install() -> None:
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     run(["apt-get", "update", "-q"], env=env)
     # --no-install-recommends: no extra services; policy-rc.d keeps daemons from starting.
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo], env={**env, **os.environ})
+    run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo],
+        env={**env, **os.environ},
+    )

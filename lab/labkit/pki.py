@@ -12,8 +12,18 @@ from .util import run, write
 def _key(path: Path) -> None:
     if not path.exists():
         run(
-            ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path],
-            quiet=True, capture=True,
+            [
+                "openssl",
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                path,
+            ],
+            quiet=True,
+            capture=True,
         )
         path.chmod(0o600)
 
@@ -27,13 +37,27 @@ def ensure_ca(directory: Path, name: str, common_name: str) -> tuple[Path, Path]
     _key(key)
     run(
         [
-            "openssl", "req", "-x509", "-new", "-key", key, "-sha256", "-days", "3650",
-            "-subj", f"/CN={common_name}", "-out", crt,
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            "openssl",
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            key,
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            f"/CN={common_name}",
+            "-out",
+            crt,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
         ],
-        quiet=True, capture=True,
-    )  # fmt: skip
+        quiet=True,
+        capture=True,
+    )
     return crt, key
 
 
@@ -67,14 +91,34 @@ def ensure_cert(
     with tempfile.TemporaryDirectory() as tmp:
         csr = Path(tmp) / "req.csr"
         extfile = write(Path(tmp) / "ext.cnf", "\n".join(ext) + "\n")
-        run(["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", csr], quiet=True, capture=True)
+        run(
+            ["openssl", "req", "-new", "-key", key, "-subj", subject, "-out", csr],
+            quiet=True,
+            capture=True,
+        )
         run(
             [
-                "openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1],
-                "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", extfile, "-out", crt,
+                "openssl",
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                ca[0],
+                "-CAkey",
+                ca[1],
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-sha256",
+                "-extfile",
+                extfile,
+                "-out",
+                crt,
             ],
-            quiet=True, capture=True,
-        )  # fmt: skip
+            quiet=True,
+            capture=True,
+        )
     return crt, key
 
 

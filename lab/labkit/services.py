@@ -6,6 +6,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from . import pki
 from .util import (
@@ -60,7 +61,10 @@ def _registry_files(paths: Paths) -> Path:
     htpasswd = paths.registry / "htpasswd"
     if not htpasswd.exists():
         line = run(
-            ["htpasswd", "-niB", REGISTRY_USER], capture=True, quiet=True, input_bytes=password.encode()
+            ["htpasswd", "-niB", REGISTRY_USER],
+            capture=True,
+            quiet=True,
+            input_bytes=password.encode(),
         ).stdout
         write(htpasswd, line.strip() + b"\n", mode=0o600)
     # JSON is YAML: the registry reads this as its config.yml.
@@ -100,11 +104,14 @@ def _trust_ca(paths: Paths) -> None:
 
 
 def docker_env(paths: Paths) -> dict[str, str]:
-    return {"DOCKER_HOST": f"unix://{paths.docker_sock}", "DOCKER_CONFIG": str(paths.docker_cli_config)}
+    return {
+        "DOCKER_HOST": f"unix://{paths.docker_sock}",
+        "DOCKER_CONFIG": str(paths.docker_cli_config),
+    }
 
 
-def docker(paths: Paths, *args: str | Path, **kwargs: object) -> None:
-    run(["docker", *args], env=docker_env(paths), **kwargs)  # type: ignore[arg-type]
+def docker(paths: Paths, *args: str | Path, **kwargs: Any) -> None:
+    run(["docker", *args], env=docker_env(paths), **kwargs)
 
 
 def up(paths: Paths) -> None:
@@ -120,23 +127,43 @@ def up(paths: Paths) -> None:
         "dockerd",
         [
             "dockerd",
-            "--data-root", d / "root",
-            "--exec-root", d / "exec",
-            "--pidfile", d / "dockerd.pid",
-            "-H", f"unix://{paths.docker_sock}",
-            "--storage-driver", "overlay2",
+            "--data-root",
+            d / "root",
+            "--exec-root",
+            d / "exec",
+            "--pidfile",
+            d / "dockerd.pid",
+            "-H",
+            f"unix://{paths.docker_sock}",
+            "--storage-driver",
+            "overlay2",
         ],
-    )  # fmt: skip
+    )
     start_daemon(paths, "registry", ["docker-registry", "serve", config])
 
-    wait_for("the Docker engine", lambda: run(["docker", "version"], env=docker_env(paths), capture=True,
-             quiet=True, check=False).returncode == 0, timeout=60)  # fmt: skip
+    wait_for(
+        "the Docker engine",
+        lambda: (
+            run(
+                ["docker", "version"], env=docker_env(paths), capture=True, quiet=True, check=False
+            ).returncode
+            == 0
+        ),
+        timeout=60,
+    )
     url = f"https://{REGISTRY}/v2/"
     wait_for(f"the registry at {url}", lambda: http_status(url, cafile=ca) == 401, timeout=30)
     docker(
-        paths, "login", "--username", REGISTRY_USER, "--password-stdin", REGISTRY,
-        input_bytes=paths.password_file.read_bytes().strip(), quiet=True, capture=True,
-    )  # fmt: skip
+        paths,
+        "login",
+        "--username",
+        REGISTRY_USER,
+        "--password-stdin",
+        REGISTRY,
+        input_bytes=paths.password_file.read_bytes().strip(),
+        quiet=True,
+        capture=True,
+    )
     update_env(
         paths,
         {
@@ -149,16 +176,20 @@ def up(paths: Paths) -> None:
             "MANIFEST_TEST_PYTHON_IMAGE": PYTHON_IMAGE,
         },
     )
-    info(f"docker engine at unix://{paths.docker_sock}; registry at https://{REGISTRY} (user {REGISTRY_USER})")
+    info(f"docker engine at unix://{paths.docker_sock}")
+    info(f"registry at https://{REGISTRY} (user {REGISTRY_USER})")
 
 
 def down(paths: Paths) -> None:
     if daemon_pid(paths, "dockerd") is not None:
         # Containers first, so that their shims go away with the engine.
         run(
-            ["sh", "-c", "ids=$(docker ps -q); [ -z \"$ids\" ] || docker rm -f $ids"],
-            env=docker_env(paths), check=False, quiet=True, capture=True,
-        )  # fmt: skip
+            ["sh", "-c", 'ids=$(docker ps -q); [ -z "$ids" ] || docker rm -f $ids'],
+            env=docker_env(paths),
+            check=False,
+            quiet=True,
+            capture=True,
+        )
     stop_daemon(paths, "registry")
     stop_daemon(paths, "dockerd", timeout=30)
     kill_pids(pids_matching(str(paths.docker / "exec")), "docker containerd/shim")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LAB_SOURCE = Path(__file__).resolve().parent.parent  # the repo's lab/ folder
 
@@ -129,8 +131,8 @@ def run(
     return proc
 
 
-def output(argv: Sequence[str | Path], **kwargs: object) -> str:
-    proc = run(argv, capture=True, quiet=True, **kwargs)  # type: ignore[arg-type]
+def output(argv: Sequence[str | Path], **kwargs: Any) -> str:
+    proc = run(argv, capture=True, quiet=True, **kwargs)
     return proc.stdout.decode()
 
 
@@ -169,7 +171,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: flo
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - any failure means "not yet"
+        except Exception:
             pass
         time.sleep(interval)
     raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
@@ -180,7 +182,7 @@ def http_status(url: str, *, cafile: Path | None = None, timeout: float = 2.0) -
 
     ctx = ssl.create_default_context(cafile=str(cafile)) if cafile else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -289,9 +291,10 @@ def pids_matching(needle: str) -> list[int]:
     """Pids whose command line contains `needle` (a lab-specific path)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            if any(needle in part for part in _cmdline(int(entry.name))):
-                found.append(int(entry.name))
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        if any(needle in part for part in _cmdline(int(entry.name))):
+            found.append(int(entry.name))
     return found
 
 
@@ -301,10 +304,8 @@ def kill_pids(pids: Iterable[int], what: str) -> None:
         return
     info(f"killing {len(pids)} leftover {what} process(es): {pids}")
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
