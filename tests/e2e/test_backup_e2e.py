@@ -1,0 +1,334 @@
+"""Backups against the lab cluster: the real exec API, a real PostgreSQL pod, the real daemon
+script. Each test gets its own namespace with a ``postgres-0`` pod (the lab's postgres image),
+``db-credentials``, and the backup daemon (Deployment ``postgres-backup`` running
+k8s/base/backup/backup.sh on an emptyDir)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops import backups
+from ops.config import load_settings
+from ops.errors import BackupError, DumpFailed, NotFound, RestoreFailed
+from ops.execstream import PodExec
+from ops.kube import resolve_target
+from tests.e2e.conftest import require_or_skip, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "k8s" / "base" / "backup" / "backup.sh"
+
+
+def _image() -> str:
+    image = os.environ.get("MANIFEST_TEST_POSTGRES_IMAGE")
+    if not image:
+        require_or_skip("MANIFEST_TEST_POSTGRES_IMAGE is not set (source /tmp/manifest-lab/env)")
+    return image
+
+
+def _postgres_pod(image: str, pull_secret: str) -> dict[str, Any]:
+    def cred(key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": "db-credentials", "key": key}}
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "postgres-0", "labels": {"app": "postgres"}},
+        "spec": {
+            "imagePullSecrets": [{"name": pull_secret}],
+            "containers": [
+                {
+                    "name": "postgres",
+                    "image": image,
+                    "env": [
+                        {"name": "POSTGRES_USER", "valueFrom": cred("username")},
+                        {"name": "POSTGRES_PASSWORD", "valueFrom": cred("password")},
+                        {"name": "POSTGRES_DB", "value": "studentdb"},
+                    ],
+                    "ports": [{"containerPort": 5432}],
+                    "readinessProbe": {
+                        "exec": {
+                            "command": [
+                                "sh",
+                                "-c",
+                                'pg_isready -h 127.0.0.1 -U "$POSTGRES_USER" -d studentdb',
+                            ]
+                        },
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _daemon(image: str, pull_secret: str) -> dict[str, Any]:
+    def cred(key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": "db-credentials", "key": key}}
+
+    labels = {"app.kubernetes.io/name": "postgres-backup"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "postgres-backup"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "imagePullSecrets": [{"name": pull_secret}],
+                    "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999},
+                    "containers": [
+                        {
+                            "name": "postgres-backup",
+                            "image": image,
+                            "command": ["sh", "/scripts/backup.sh", "loop"],
+                            "env": [
+                                {"name": "PGHOST", "value": "postgres-service"},
+                                {"name": "PGDATABASE", "value": "studentdb"},
+                                {"name": "PGUSER", "valueFrom": cred("username")},
+                                {"name": "PGPASSWORD", "valueFrom": cred("password")},
+                                {"name": "BACKUP_DIR", "value": "/backups"},
+                                {"name": "KEEP", "value": "3"},
+                            ],
+                            "volumeMounts": [
+                                {"name": "backups", "mountPath": "/backups"},
+                                {"name": "script", "mountPath": "/scripts"},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "backups", "emptyDir": {}},
+                        {"name": "script", "configMap": {"name": "postgres-backup-script"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+@pytest.fixture
+def lab(kube_api, core_v1, namespace, harbor_regcred, tmp_path, kube_context):
+    """A namespace with postgres-0 (seeded) and the backup daemon, plus Settings for it."""
+    from kubernetes import client
+
+    image = _image()
+    core_v1.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "db-credentials"},
+            "stringData": {"username": "app_user", "password": secrets.token_urlsafe(18)},
+        },
+    )
+    core_v1.create_namespaced_config_map(
+        namespace,
+        {"metadata": {"name": "postgres-backup-script"}, "data": {"backup.sh": SCRIPT.read_text()}},
+    )
+    core_v1.create_namespaced_pod(namespace, _postgres_pod(image, harbor_regcred))
+    core_v1.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "postgres-service"},
+            "spec": {"selector": {"app": "postgres"}, "ports": [{"port": 5432}]},
+        },
+    )
+    client.AppsV1Api(kube_api).create_namespaced_deployment(
+        namespace, _daemon(image, harbor_regcred)
+    )
+
+    def ready() -> bool:
+        pod = core_v1.read_namespaced_pod("postgres-0", namespace)
+        return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+    wait_until(ready, timeout=180, what="postgres-0 ready")
+    settings = load_settings(
+        {
+            "context": kube_context,
+            "namespace": namespace,
+            "backups_dir": str(tmp_path / "backups"),
+        },
+    )
+    target = resolve_target(settings)
+    runner = PodExec(target, "postgres-0")
+    psql(
+        runner,
+        "CREATE TABLE student (id serial PRIMARY KEY, name text NOT NULL, age int);"
+        "INSERT INTO student (name, age) SELECT 'student ' || g || E' \\u00fc', 18 + g % 50 "
+        "FROM generate_series(1, 5000) g;",
+    )
+    return settings, runner
+
+
+def psql(runner: PodExec, sql: str, database: str = "studentdb") -> str:
+    result = runner.run(
+        backups.pg_command(
+            "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", sql
+        )
+    )
+    return result.stdout.decode().strip()
+
+
+def fingerprint(runner: PodExec) -> str:
+    return psql(
+        runner,
+        "SELECT count(*) || ':' || md5(string_agg(id || '/' || name || '/' || age, ',' "
+        "ORDER BY id)) FROM student",
+    )
+
+
+def test_exec_stream_is_binary_exact_both_ways(lab):
+    _, runner = lab
+    data = os.urandom(20 * 1024 * 1024) + b"\r\n\x00" * 1000
+    result = runner.run(["sha256sum"], stdin=io.BytesIO(data), stdin_size=len(data))
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    out = io.BytesIO()
+    runner.run(["sh", "-c", "head -c 30000000 /dev/urandom > /tmp/r && cat /tmp/r"], stdout=out)
+    remote = runner.run(["sha256sum", "/tmp/r"]).stdout.split()[0].decode()
+    assert hashlib.sha256(out.getvalue()).hexdigest() == remote and len(out.getvalue()) == 30000000
+
+
+def test_backup_change_restore_gives_the_rows_back_exactly(lab):
+    settings, runner = lab
+    before = fingerprint(runner)
+    path, info = backups.backup_now(settings)
+    assert path.name.startswith("studentdb-") and info.source_pod == "postgres-0"
+    assert info.database == "studentdb" and info.server_version.startswith("15")
+    verification = backups.verify_file(settings, path, reader="pod")
+    assert any("full read" in c for c in verification.checks)
+    restored, live = backups.drill_in_pod(settings, path)
+    assert restored == live == {"public.student": 5000}
+
+    psql(runner, "DELETE FROM student WHERE id % 2 = 0; UPDATE student SET name = 'changed'")
+    assert fingerprint(runner) != before
+
+    session = backups.prepare_restore(settings, file=path, from_daemon=None)
+    plan = dict(session.plan)
+    assert plan["pod"] == "postgres-0" and plan["database"] == "studentdb"
+    report = backups.run_restore(session)
+    assert fingerprint(runner) == before
+    assert report.tables == {"public.student": 5000}
+    assert report.safety_backup is not None and report.safety_backup.exists()
+
+
+def test_a_restore_failing_midway_leaves_the_database_unchanged(lab):
+    settings, runner = lab
+    path, _ = backups.backup_now(settings)
+    psql(runner, "UPDATE student SET age = 1 WHERE id < 10; CREATE VIEW v AS SELECT * FROM student")
+    before = fingerprint(runner)
+    session = backups.prepare_restore(settings, file=path, from_daemon=None, safety_backup=False)
+    with pytest.raises(RestoreFailed, match="depend"):
+        backups.run_restore(session)
+    assert fingerprint(runner) == before
+
+
+def test_to_daemon_checks_sha256_in_the_pod_and_never_overwrites(lab):
+    settings, runner = lab
+    path, info = backups.backup_now(settings)
+    where, digest, _pruned = backups.to_daemon(settings, path, name=path.name)
+    assert digest == info.sha256 and "postgres-backup" in where
+    daemon = backups.daemon_runner(settings)
+    check = daemon.run(["sh", "-c", 'cd /backups && sha256sum -c "$0.sha256"', path.name])
+    assert b"OK" in check.stdout
+    with pytest.raises(BackupError, match="already exists"):
+        backups.to_daemon(settings, path, name=path.name)
+    listed, problem = backups.list_all(settings, check=True)
+    assert not problem
+    ours = [b for b in listed if b.where == "daemon" and b.name == path.name]
+    assert ours and ours[0].verified == "sha256 ok" and ours[0].size == info.size
+
+    psql(runner, "DELETE FROM student")
+    session = backups.prepare_restore(settings, file=None, from_daemon=path.name)
+    report = backups.run_restore(session)
+    assert report.tables == {"public.student": 5000}
+
+
+def test_pg_dump_failing_in_the_pod_shows_its_stderr(lab):
+    settings, _ = lab
+    wrong = load_settings(
+        {
+            "context": settings.context,
+            "namespace": settings.namespace,
+            "database": "nope",
+            "backups_dir": str(settings.backups_dir),
+        },
+    )
+    with pytest.raises(DumpFailed, match='database "nope" does not exist'):
+        backups.backup_now(wrong)
+    assert not list(settings.backups_dir.glob("*"))
+
+
+def test_a_missing_pod_is_one_clear_line(lab):
+    settings, _ = lab
+    missing = load_settings(
+        {"context": settings.context, "namespace": settings.namespace, "postgres_pod": "nope-0"},
+    )
+    with pytest.raises(NotFound, match="pod 'nope-0' not found"):
+        backups.backup_now(missing)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "backup.now",
+            "--context",
+            settings.context,
+            "--namespace",
+            settings.namespace,
+            "--pod",
+            "nope-0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "pod 'nope-0' not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_daemon_own_backups_are_listed_with_their_checksums(lab):
+    settings, _ = lab
+    daemon = backups.daemon_runner(settings)
+
+    def has_backup() -> bool:
+        return any(b.name.startswith("continuous-") for b in backups.list_daemon(daemon))
+
+    wait_until(has_backup, timeout=120, what="the daemon's first backup")
+    listed = backups.list_daemon(daemon, check=True)
+    assert all(b.verified == "sha256 ok" for b in listed), listed
+
+
+def test_dry_run_touches_nothing(lab):
+    settings, _ = lab
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "backup.now",
+            "--dry-run",
+            "--context",
+            settings.context,
+            "--namespace",
+            settings.namespace,
+            "--backups-dir",
+            str(settings.backups_dir),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Dry run" in result.stdout and not settings.backups_dir.exists()
