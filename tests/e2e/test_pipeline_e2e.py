@@ -1,0 +1,119 @@
+"""`inv pipeline` end to end, as a user runs it: build → push both tags → restart → ready.
+
+The Deployment runs `<registry>/<repo>:latest` with imagePullPolicy Always (as the app's
+does), so after the pipeline its new pods must run exactly the digest that was pushed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops.registry import Registry as RegistryApi
+from ops.registry import list_tags, manifest_digest
+
+from .conftest import Registry, require_or_skip
+from .test_rollout_e2e import DEPLOYMENT, deployment_body
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+BUSYBOX = Path("/bin/busybox")
+
+
+def write_context(folder: Path, message: str) -> None:
+    folder.mkdir(exist_ok=True)
+    shutil.copy2(BUSYBOX, folder / "busybox")
+    (folder / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        f"RUN echo {message} > /message\nUSER 1000\n"
+        'CMD ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 1; done"]\n',
+        encoding="utf-8",
+    )
+
+
+def test_pipeline_builds_pushes_and_rolls_out(
+    tmp_path: Path,
+    registry: Registry,
+    kube_api: Any,
+    kube_context: str,
+    namespace: str,
+    harbor_regcred: str,
+) -> None:
+    from kubernetes import client
+
+    if not BUSYBOX.is_file():
+        require_or_skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
+    if not os.environ.get("DOCKER_HOST"):
+        require_or_skip("DOCKER_HOST is not set (source $MANIFEST_LAB_DIR/env)")
+    repository = f"e2e/pipeline-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env.update(
+        COLUMNS="200",
+        MANIFEST_REGISTRY=registry.host,
+        MANIFEST_IMAGE_REPOSITORY=repository,
+        MANIFEST_REGISTRY_USERNAME=registry.user,
+        MANIFEST_REGISTRY_PASSWORD=registry.password,
+        MANIFEST_REGISTRY_CA_FILE=str(registry.ca or ""),
+        MANIFEST_CONTEXT=kube_context,
+        MANIFEST_NAMESPACE=namespace,
+        MANIFEST_DEPLOYMENT=DEPLOYMENT,
+    )
+    (tmp_path / ".env").touch()
+
+    def pipeline(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "pipeline", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=600,
+            check=False,
+        )
+
+    # Version 1 goes out without a rollout; then the Deployment is created on it.
+    write_context(tmp_path / "app", "one")
+    first = pipeline("--no-rollout")
+    assert first.returncode == 0, first.stderr
+    apps = client.AppsV1Api(kube_api)
+    image = f"{registry.host}/{repository}:latest"
+    apps.create_namespaced_deployment(namespace, deployment_body(image, harbor_regcred))
+
+    # Version 2: the whole pipeline.
+    write_context(tmp_path / "app", "two")
+    second = pipeline("--tag", "e2e")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert registry.password not in second.stdout + second.stderr
+    assert "Step 1/" in second.stdout and "pushed" in second.stdout
+    assert f"rolled out {DEPLOYMENT}" in second.stdout
+
+    api = RegistryApi(
+        host=registry.host, username=registry.user, password=registry.password, ca_file=registry.ca
+    )
+    tags = list_tags(api, repository)
+    assert "latest" in tags and "e2e" in tags
+    digest = manifest_digest(api, repository, "latest")
+    assert digest == manifest_digest(api, repository, "e2e")
+    version_tags = [t for t in tags if t.startswith("v1-")]
+    assert digest in {manifest_digest(api, repository, t) for t in version_tags}
+
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(namespace, label_selector="app=e2e-app")
+    running = [
+        p
+        for p in pods.items
+        if p.metadata.deletion_timestamp is None and p.status.container_statuses
+    ]
+    assert len(running) == 2
+    for pod in running:
+        status = pod.status.container_statuses[0]
+        assert status.ready
+        assert status.image_id.endswith(digest), "the new pods run the digest just pushed"
