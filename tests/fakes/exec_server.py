@@ -296,3 +296,19 @@ def fake_exec_server(**behaviour: Any) -> Iterator[FakeExecServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def main() -> None:
+    """``python -m tests.fakes.exec_server``: serve until killed; print the URL (benchmarks)."""
+    import sys
+    import time
+
+    with fake_exec_server() as server:
+        print(server.host, flush=True)
+        with suppress(KeyboardInterrupt):
+            while sys.stdin.readline():
+                time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    main()
