@@ -274,12 +274,18 @@ class BuildLog:
         self._partial = ""
 
     def failure(self, message: str) -> BuildError:
-        where = (
-            f"step {self.step.number}/{self.step.total} ({self.step.instruction})"
-            if self.step
-            else "the build"
-        )
-        error = BuildError(f"{where} failed: {' '.join(message.split())}")
+        where = "the build"
+        if self.step:
+            instruction = " ".join(self.step.instruction.split())
+            if len(instruction) > 100:
+                instruction = instruction[:99] + "…"
+            where = f"step {self.step.number}/{self.step.total} ({instruction})"
+        text = " ".join(message.split())
+        # The engine repeats the whole command; the step above already names it.
+        exited = re.fullmatch(r"The command .* returned a non-zero code: (\d+)", text)
+        if exited:
+            text = f"exit code {exited[1]}"
+        error = BuildError(f"{where} failed: {text}")
         error.context["output"] = list(self.step_output)
         return error
 

@@ -198,7 +198,7 @@ def test_failing_run_is_a_build_error_with_that_steps_output(
     message = str(caught.value)
     assert message.startswith("step 4/")
     assert "RUN echo marker-before-failure" in message
-    assert "returned a non-zero code" in message
+    assert message.endswith("failed: exit code 1")
     output = caught.value.context["output"]
     assert isinstance(output, list)
     assert "marker-before-failure" in output

@@ -115,7 +115,7 @@ def test_stopped_engine(lab_env: dict[str, str], work: Path) -> None:
 def test_failing_step_shows_its_output_then_one_line(lab_env: dict[str, str], work: Path) -> None:
     result = run_inv("image.build", "--dockerfile", "Dockerfile.failing", env=lab_env, cwd=work)
     line = one_error_line(result)
-    assert "step 4/" in line and "returned a non-zero code: 3" in line
+    assert "step 4/" in line and "failed: exit code 3" in line
     assert "output-of-the-failing-step" in result.stdout  # the step's own output is shown
 
 

@@ -230,7 +230,7 @@ def test_build_error_names_the_step_and_carries_its_output() -> None:
             log.feed(chunk)
     message = str(caught.value)
     assert message.startswith("step 3/4 (RUN echo hello from step three && ls /nope) failed: ")
-    assert message.endswith("returned a non-zero code: 1")
+    assert message.endswith(") failed: exit code 1")
     assert caught.value.context["output"] == [
         "hello from step three",
         "ls: /nope: No such file or directory",

@@ -16,7 +16,6 @@ from ops.rollout import (
     wait_until,
 )
 
-
 IMAGE = "localhost:30002/studenten/manifest-app:latest"
 
 
