@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -295,13 +295,27 @@ def build(
     *,
     on_step: Callable[[BuildStep], None] | None = None,
     on_output: Callable[[str], None] | None = None,
+    registry: Registry | None = None,
 ) -> BuiltImage:
-    """Build the image, streaming each step, and tag it with every ref of the plan."""
+    """Build the image, streaming each step, and tag it with every ref of the plan.
+
+    With ``registry`` given and BASE_IMAGE in it, its credentials go with the build, so the
+    engine can pull the base image with them rather than with a possibly stale docker login.
+    """
     from docker.errors import APIError, DockerException
 
     started = time.monotonic()
     log = BuildLog()
     with engine() as client:
+        base = plan.build_args.get("BASE_IMAGE", "")
+        if registry is not None and registry.username and base.startswith(f"{registry.host}/"):
+            # Kept in this client's memory only; nothing is written to the docker config. A
+            # refusal is not fatal here: the base image may be local, and if it is not, the
+            # FROM step reports the refusal itself.
+            with suppress(APIError):
+                client.login(
+                    registry.username, registry.password, registry=registry.host, reauth=True
+                )
         try:
             stream = client.api.build(
                 path=str(plan.context),

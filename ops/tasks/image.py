@@ -42,9 +42,10 @@ def build_plan_items(plan: BuildPlan) -> list[tuple[str, str]]:
     ]
 
 
-def run_build(plan: BuildPlan, *, verbose: bool) -> BuiltImage:
+def run_build(settings: Settings, plan: BuildPlan, *, verbose: bool) -> BuiltImage:
     """Build with live steps; on a failing step, print that step's output, then fail."""
     from ops.images import build
+    from ops.registry import Registry
 
     def on_step(step: BuildStep) -> None:
         console.step(f"Step {step.number}/{step.total} : {step.instruction}")
@@ -53,7 +54,12 @@ def run_build(plan: BuildPlan, *, verbose: bool) -> BuiltImage:
         console.info(f"    {line}")
 
     try:
-        built = build(plan, on_step=on_step, on_output=on_output if verbose else None)
+        built = build(
+            plan,
+            on_step=on_step,
+            on_output=on_output if verbose else None,
+            registry=Registry.from_settings(settings),
+        )
     except BuildError as error:
         output = error.context.get("output")
         if isinstance(output, list) and output and not verbose:
@@ -103,7 +109,7 @@ def build(
     if dry_run:
         console.plan("image.build would:", build_plan_items(plan))
         return
-    run_build(plan, verbose=verbose)
+    run_build(settings, plan, verbose=verbose)
 
 
 @ops_task(  # type: ignore[untyped-decorator, unused-ignore]

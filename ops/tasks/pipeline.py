@@ -59,7 +59,7 @@ def pipeline(
             items.append(("rollout", "no (--no-push)" if no_push else "no (--no-rollout)"))
         console.plan("pipeline would:", items)
         return
-    built = run_build(plan, verbose=verbose)
+    built = run_build(settings, plan, verbose=verbose)
     if no_push:
         return
     run_push(settings, built.refs)

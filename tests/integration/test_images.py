@@ -241,3 +241,37 @@ def test_unreachable_registry_is_one_line(
     with pytest.raises(RegistryError) as caught:
         push(plan.refs, nowhere)
     assert str(caught.value) == f"registry {nowhere.host} is unreachable (connection refused)"
+
+
+def test_base_image_from_the_registry_is_pulled_with_the_settings_login(
+    tmp_path: Path, build_dir: Path, lab_registry: Registry, repository: str
+) -> None:
+    import docker
+
+    base_plan = make_plan(tmp_path, build_dir, lab_registry, f"{repository}-base")
+    build(base_plan)
+    push(base_plan.refs[:1], lab_registry)
+    base = str(base_plan.refs[0])
+    client = docker.from_env()
+    client.images.remove(base, force=True)  # so the build must pull it from the registry
+    for ref in base_plan.refs[1:]:
+        client.images.remove(str(ref), force=True)
+    client.close()
+    (build_dir / "Dockerfile.on-base").write_text(
+        "ARG BASE_IMAGE=scratch\nFROM ${BASE_IMAGE}\nRUN cat /built.txt\n", encoding="utf-8"
+    )
+    plan = make_plan(
+        tmp_path,
+        build_dir,
+        lab_registry,
+        repository,
+        dockerfile="Dockerfile.on-base",
+        base_image=base,
+    )
+    if not (Path.home() / ".docker" / "config.json").exists():  # no other login to fall back on
+        with pytest.raises(BuildError, match=r"step 2/\d+ \(FROM .*\) failed: "):
+            build(plan)
+    output: list[str] = []
+    built = build(plan, on_output=output.append, registry=lab_registry)
+    assert built.image_id.startswith("sha256:")
+    assert "built" in output  # the RUN step ran on the pulled base image
