@@ -535,6 +535,10 @@ def up(paths: Paths) -> None:
     unmount_under(d)
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
+    for name in (*CONTROL_PLANE, *NODE_DAEMONS):  # this run's logs; the previous run's as .1
+        log = paths.logs / f"{name}.log"
+        if log.exists():
+            log.replace(log.with_name(f"{name}.log.1"))
     ip = node_ip()
     files = _pki(paths, ip)
     b = {name: str(path) for name, path in binaries.items()}

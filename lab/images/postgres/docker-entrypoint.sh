@@ -27,6 +27,13 @@ if [ "$(id -u)" = 0 ]; then
 	# As root: own the data dir, then drop to postgres (uid 999) and start again.
 	mkdir -p "$PGDATA" /var/run/postgresql
 	chmod 0700 "$PGDATA" || true
+	# PGDATA in a subdirectory of a volume (e.g. .../data/pgdata): the volume's
+	# root may be root-owned 0750 (Kubernetes' hostpath provisioner makes it so),
+	# and postgres must be able to reach PGDATA through it.
+	parent="$(dirname "$PGDATA")"
+	if [ "$parent" != / ] && ! setpriv --reuid=postgres --regid=postgres --init-groups test -x "$parent"; then
+		chown postgres:postgres "$parent" || true
+	fi
 	chown -R postgres:postgres "$PGDATA" /var/run/postgresql 2>/dev/null || chown postgres:postgres "$PGDATA"
 	exec setpriv --reuid=postgres --regid=postgres --init-groups /usr/local/bin/docker-entrypoint.sh "$@"
 fi
