@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,22 @@ def write_context(folder: Path, message: str) -> None:
     )
 
 
+@pytest.fixture
+def repository() -> Iterator[str]:
+    """A fresh repository; its local images are removed afterwards."""
+    name = f"e2e/pipeline-{uuid.uuid4().hex[:8]}"
+    yield name
+    if os.environ.get("DOCKER_HOST"):
+        import docker
+
+        engine = docker.from_env()
+        for image in engine.images.list():
+            for tag in image.tags:
+                if f"/{name}:" in tag:
+                    engine.images.remove(tag, force=True)
+        engine.close()
+
+
 def test_pipeline_builds_pushes_and_rolls_out(
     tmp_path: Path,
     registry: Registry,
@@ -47,6 +64,7 @@ def test_pipeline_builds_pushes_and_rolls_out(
     kube_context: str,
     namespace: str,
     harbor_regcred: str,
+    repository: str,
 ) -> None:
     from kubernetes import client
 
@@ -54,7 +72,6 @@ def test_pipeline_builds_pushes_and_rolls_out(
         require_or_skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
     if not os.environ.get("DOCKER_HOST"):
         require_or_skip("DOCKER_HOST is not set (source $MANIFEST_LAB_DIR/env)")
-    repository = f"e2e/pipeline-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
     env.update(
         COLUMNS="200",

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ DEPLOYMENT = "e2e-app"
 
 
 @pytest.fixture(scope="module")
-def good_image(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+def good_image(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A FROM-scratch busybox image built and pushed through ops.images (both tags)."""
     if not BUSYBOX.is_file():
         require_or_skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
@@ -64,7 +65,13 @@ def good_image(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> 
         host=registry.host, username=registry.user, password=registry.password, ca_file=registry.ca
     )
     push(plan.refs, api)
-    return str(plan.refs[0])
+    yield str(plan.refs[0])
+    import docker
+
+    engine = docker.from_env()
+    for ref in plan.refs:
+        engine.images.remove(str(ref), force=True)
+    engine.close()
 
 
 @pytest.fixture
