@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 BUILD_SETTINGS = ["registry", "image_repository", "build_context", "dockerfile", "base_image"]
 PUSH_SETTINGS = ["registry", "image_repository", "registry_username", "registry_ca_file"]
 
+LAYER_DONE = ("Pushed", "Layer already exists")
+
 HELP = {
     "tag": "An extra tag besides latest and v1-YYYYMMDD-HHMM (UTC); repeatable",
     "dry_run": "Print the plan and touch nothing",
@@ -151,7 +153,7 @@ def _layer_view() -> Iterator[Callable[[ImageRef, LayerProgress], None]]:
         last: dict[tuple[str, str], str] = {}
 
         def plain(ref: ImageRef, layer: LayerProgress) -> None:
-            if not layer.id or layer.status == "Pushing":
+            if not layer.id or layer.status in ("Preparing", "Waiting", "Pushing"):
                 return
             key = (ref.tag, layer.id)
             if last.get(key) != layer.status:
@@ -161,10 +163,14 @@ def _layer_view() -> Iterator[Callable[[ImageRef, LayerProgress], None]]:
         yield plain
         return
 
-    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+    from rich.filesize import decimal
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
     with Progress(
-        TextColumn("  {task.description}"), BarColumn(), DownloadColumn(), console=screen
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[size]}"),
+        console=screen,
     ) as progress:
         bars: dict[tuple[str, str], TaskID] = {}
 
@@ -173,15 +179,18 @@ def _layer_view() -> Iterator[Callable[[ImageRef, LayerProgress], None]]:
                 return
             key = (ref.tag, layer.id)
             if key not in bars:
-                bars[key] = progress.add_task(f"{ref.tag} {layer.id}", total=None)
+                bars[key] = progress.add_task("", total=None, size="")
             description = f"{ref.tag} {layer.id} {layer.status}"
-            if layer.total:
+            if layer.total and layer.current is not None:
+                size = f"{decimal(layer.current)} / {decimal(layer.total)}"
                 progress.update(
-                    bars[key], description=description, completed=layer.current, total=layer.total
+                    bars[key],
+                    description=description,
+                    completed=layer.current,
+                    total=layer.total,
+                    size=size,
                 )
-            elif layer.status in ("Pushed", "Layer already exists") or layer.status.startswith(
-                "Mounted"
-            ):
+            elif layer.status in LAYER_DONE or layer.status.startswith("Mounted"):
                 progress.update(bars[key], description=description, total=1, completed=1)
             else:
                 progress.update(bars[key], description=description)
