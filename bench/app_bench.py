@@ -26,7 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -48,6 +49,11 @@ class Figures:
     seconds: float
     p50_ms: float
     p99_ms: float
+    server_cpu_s: float = 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu_s * 1000 / self.requests if self.requests else 0.0
 
     @property
     def rps(self) -> float:
@@ -168,6 +174,21 @@ def start_app(
         )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(run: Callable[..., Figures], pid: int, url: str, path: str, **kw: int) -> Figures:
+    before = cpu_seconds(pid)
+    figures = run(url, path, **kw)
+    return replace(figures, server_cpu_s=cpu_seconds(pid) - before)
+
+
 def wait_ready(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -212,7 +233,8 @@ def main() -> int:
         for path in (LIVE, LIST):
             run(url, path, connections=args.connections, duration=1)
         results = [
-            run(url, path, connections=args.connections, duration=duration) for path in (LIVE, LIST)
+            measure(run, app.pid, url, path, connections=args.connections, duration=duration)
+            for path in (LIVE, LIST)
         ]
     finally:
         if app is not None:
@@ -230,15 +252,22 @@ def main() -> int:
         f"student API on loopback: {args.connections} connections, {duration}s per endpoint, "
         f"load generator {loadgen}, {os.cpu_count()} CPUs shared by server and generator"
     )
-    print(f"{'endpoint':<32}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    print(
+        f"{'endpoint':<32}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}"
+        f"{'server CPU ms/req':>19}{'errors':>8}"
+    )
     for fig, label in (
         (live, f"GET {LIVE} (baseline)"),
         (listing, f"GET {LIST} ({args.rows} rows)"),
     ):
-        print(f"{label:<32}{fig.rps:>10.0f}{fig.p50_ms:>10.2f}{fig.p99_ms:>10.2f}{fig.errors:>8}")
+        print(
+            f"{label:<32}{fig.rps:>10.0f}{fig.p50_ms:>10.2f}{fig.p99_ms:>10.2f}"
+            f"{fig.cpu_ms_per_request:>19.3f}{fig.errors:>8}"
+        )
     print(
         f"ratio list/live: throughput {listing.rps / live.rps:.2f}x, "
-        f"p50 {listing.p50_ms / live.p50_ms:.1f}x, p99 {listing.p99_ms / live.p99_ms:.1f}x"
+        f"p50 {listing.p50_ms / live.p50_ms:.1f}x, p99 {listing.p99_ms / live.p99_ms:.1f}x, "
+        f"server CPU per request {listing.cpu_ms_per_request / live.cpu_ms_per_request:.1f}x"
     )
     return 1 if live.errors or listing.errors else 0
 

@@ -1,58 +1,66 @@
-"""Database work for the student routes: plain, blocking functions, one short session each.
+"""Database work for the student routes: plain, blocking functions, one statement each.
 
-Each returns validated ``StudentPublic`` values, so the pooled connection is back in the pool
+Every operation is a single SQL statement (``INSERT/UPDATE/DELETE ... RETURNING``), so it runs
+in autocommit: no BEGIN/ROLLBACK round trips around it, and it is atomic on its own. Each
+returns validated ``StudentPublic`` values, so the pooled connection is back in the pool
 before the response is serialised. The routes run these in the thread pool.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
 
 from student_api.models import Student, StudentBase, StudentPublic
 
+_COLUMNS = (Student.id, Student.name, Student.age)
+
+
+@contextmanager
+def _autocommit(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _public(row: Row[int, str, int]) -> StudentPublic:
+    return StudentPublic(id=row.id, name=row.name, age=row.age)
+
 
 def list_students(engine: Engine, *, offset: int, limit: int) -> list[StudentPublic]:
-    query = (
-        select(Student.id, Student.name, Student.age)
-        .order_by(Student.id)
-        .offset(offset)
-        .limit(limit)
-    )
-    with engine.connect() as conn:
+    query = select(*_COLUMNS).order_by(Student.id).offset(offset).limit(limit)
+    with _autocommit(engine) as conn:
         rows = conn.execute(query).all()
-    return [StudentPublic(id=row.id, name=row.name, age=row.age) for row in rows]
+    return [_public(row) for row in rows]
 
 
 def get_student(engine: Engine, student_id: int) -> StudentPublic | None:
-    with Session(engine) as session:
-        student = session.get(Student, student_id)
-        return StudentPublic.model_validate(student) if student is not None else None
+    with _autocommit(engine) as conn:
+        row = conn.execute(select(*_COLUMNS).where(Student.id == student_id)).first()
+    return _public(row) if row is not None else None
 
 
 def create_student(engine: Engine, data: StudentBase) -> StudentPublic:
-    with Session(engine) as session:
-        student = Student(name=data.name, age=data.age)
-        session.add(student)
-        session.commit()
-        return StudentPublic.model_validate(student)
+    statement = insert(Student).values(name=data.name, age=data.age).returning(*_COLUMNS)
+    with _autocommit(engine) as conn:
+        row = conn.execute(statement).one()
+    return _public(row)
 
 
 def update_student(engine: Engine, student_id: int, data: StudentBase) -> StudentPublic | None:
-    with Session(engine) as session:
-        student = session.get(Student, student_id, with_for_update=True)
-        if student is None:
-            return None
-        student.name = data.name
-        student.age = data.age
-        session.commit()
-        return StudentPublic.model_validate(student)
+    statement = (
+        update(Student)
+        .where(Student.id == student_id)
+        .values(name=data.name, age=data.age)
+        .returning(*_COLUMNS)
+    )
+    with _autocommit(engine) as conn:
+        row = conn.execute(statement).first()
+    return _public(row) if row is not None else None
 
 
 def delete_student(engine: Engine, student_id: int) -> bool:
-    with Session(engine) as session, session.begin():
-        student = session.get(Student, student_id, with_for_update=True)
-        if student is None:
-            return False
-        session.delete(student)
-    return True
+    statement = delete(Student).where(Student.id == student_id).returning(Student.id)
+    with _autocommit(engine) as conn:
+        return conn.execute(statement).first() is not None

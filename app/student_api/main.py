@@ -6,6 +6,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -53,6 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Worker threads only ever do database work, so more threads than pooled connections
+        # would just queue for one while contending for the GIL (measured: bench/app_bench.py).
+        settings = runtime.settings
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = settings.db_pool_size + settings.db_max_overflow
+        runtime.probe_limiter = anyio.CapacityLimiter(2)
         runtime.start()
         try:
             yield

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from student_api.core.config import Settings
 
@@ -21,6 +22,19 @@ def build_engine(settings: Settings) -> Engine:
         connect_args={
             "connect_timeout": settings.db_connect_timeout,
             "application_name": "student-api",
+        },
+    )
+
+
+def build_probe_engine(settings: Settings) -> Engine:
+    """Unpooled: the readiness probe asks whether the database answers, not whether this
+    replica has a free connection (a busy replica must not drop out of the Service)."""
+    return create_engine(
+        settings.database_url(),
+        poolclass=NullPool,
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout,
+            "application_name": "student-api-probe",
         },
     )
 

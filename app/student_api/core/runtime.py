@@ -6,11 +6,12 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import anyio
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from student_api.core.config import Settings
-from student_api.core.db import build_engine, pool_in_use
+from student_api.core.db import build_engine, build_probe_engine, pool_in_use
 from student_api.core.migrations import current_revision, head_revision, migrate
 
 log = logging.getLogger("student_api")
@@ -29,14 +30,17 @@ class Runtime:
 
     settings: Settings
     engine: Engine | None = None
+    probe_engine: Engine | None = None
     revision: str | None = None
     draining: bool = False
+    probe_limiter: anyio.CapacityLimiter | None = None
     migrated: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
         self.engine = build_engine(self.settings)
+        self.probe_engine = build_probe_engine(self.settings)
         self._thread = threading.Thread(target=self._prepare, name="migrations", daemon=True)
         self._thread.start()
 
@@ -44,8 +48,9 @@ class Runtime:
         self.stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=self.settings.db_connect_timeout + 1)
-        if self.engine is not None:
-            self.engine.dispose()
+        for engine in (self.engine, self.probe_engine):
+            if engine is not None:
+                engine.dispose()
 
     def pool_in_use(self) -> int | None:
         return pool_in_use(self.engine) if self.engine is not None else None

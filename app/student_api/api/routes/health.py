@@ -35,14 +35,16 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     unavailable = status.HTTP_503_SERVICE_UNAVAILABLE
     if runtime.draining:
         return _answer(unavailable, status="draining")
-    engine = runtime.engine
+    engine = runtime.probe_engine
     if engine is None or not runtime.migrated.is_set():
         return _answer(unavailable, status="starting")
     timeout = runtime.settings.ready_timeout
     with anyio.move_on_after(timeout):
         try:
             # Abandoned on timeout: a hung connection must not hold the probe.
-            await anyio.to_thread.run_sync(ping, engine, abandon_on_cancel=True)
+            await anyio.to_thread.run_sync(
+                ping, engine, abandon_on_cancel=True, limiter=runtime.probe_limiter
+            )
         except SQLAlchemyError as exc:
             return _answer(unavailable, status="unavailable", detail=describe_db_error(exc))
         return _answer(status.HTTP_200_OK, status="ready")
