@@ -42,6 +42,7 @@ from ops.pgformat import (
     HEAD_BYTES,
     DumpFormat,
     DumpHeader,
+    plain_drops_first,
     plain_is_complete,
     read_file_header,
     read_header,
@@ -56,6 +57,13 @@ Where = Literal["local", "daemon"]
 SIDECAR_SUFFIX = ".json"
 EXTENSIONS: Mapping[DumpFormat, str] = {"custom": ".dump", "plain": ".sql"}
 DAEMON_DIR = "/backups"
+# As a new PostgreSQL 15 database has it (owner pg_database_owner, usable by everyone).
+RECREATE_PUBLIC = (
+    b"DROP SCHEMA IF EXISTS public CASCADE;\n"
+    b"CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n"
+    b"GRANT USAGE ON SCHEMA public TO PUBLIC;\n"
+    b"COMMENT ON SCHEMA public IS 'standard public schema';\n"
+)
 # $0 is the tool; the pod's shell expands the credentials, so no value is ever sent.
 _PG = (
     'PGPASSWORD="${POSTGRES_PASSWORD:-$PGPASSWORD}" '
@@ -502,6 +510,10 @@ def _restore_stream(
             total = size
         else:
             begin, commit = b"BEGIN;\n", b"\n;\nCOMMIT;\n"
+            if not plain_drops_first(path):
+                # Made without --clean (the daemon's dumps): clear the schema it fills first,
+                # inside the same transaction, so the restore replaces instead of colliding.
+                begin += RECREATE_PUBLIC
             stream = _Concat([io.BytesIO(begin), f, io.BytesIO(commit)])  # type: ignore[assignment]
             total = size + len(begin) + len(commit)
         try:
@@ -1141,6 +1153,7 @@ def prepare_restore(
         ("database", source.database),
         *described,
         ("safety backup", "yes, into " + str(settings.backups_dir) if safety_backup else "NO"),
+        *_plain_note(file),
         ("how", "one transaction: on any error the database stays as it was"),
     ]
     return RestoreSession(
@@ -1152,6 +1165,12 @@ def prepare_restore(
         require_sidecar=require_sidecar,
         plan=plan,
     )
+
+
+def _plain_note(file: Path | None) -> list[tuple[str, str]]:
+    if file is None or read_file_header(file).format != "plain" or plain_drops_first(file):
+        return []
+    return [("note", "dumped without --clean: schema public is dropped and recreated first")]
 
 
 def _verify_for_restore(

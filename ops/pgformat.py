@@ -143,3 +143,15 @@ def _read_plain(head: bytes) -> DumpHeader:
 
 def read_head(stream: BinaryIO) -> bytes:
     return stream.read(HEAD_BYTES)
+
+
+def plain_drops_first(path: Path) -> bool:
+    """Whether a plain dump was made with ``--clean`` (DROPs come before the first CREATE)."""
+    with path.open("rb") as f:
+        for line in f:
+            # --clean --if-exists starts with "DROP ..." or "ALTER TABLE ... DROP CONSTRAINT"
+            if line.startswith(b"DROP ") or (line.startswith(b"ALTER ") and b" DROP " in line):
+                return True
+            if line.startswith((b"CREATE ", b"COPY ", b"INSERT ")):
+                return False
+    return False

@@ -539,3 +539,28 @@ def test_an_upload_cut_short_leaves_nothing_in_the_volume(tmp_path, env, source)
 
         time.sleep(0.1)
     assert list(volume.iterdir()) == []
+
+
+def test_a_plain_dump_made_without_clean_still_replaces_the_data(
+    tmp_path, postgres_server, source, db
+):
+    """The daemon's dumps are plain SQL without --clean: restored over a live database."""
+    import subprocess
+
+    content = subprocess.run(
+        ["pg_dump", "--format=plain", "-d", db],
+        env=postgres_server.env(db),
+        capture_output=True,
+        check=True,
+    ).stdout
+    path = tmp_path / "continuous-20261126-070000.sql"
+    write_with_sidecar(path, content, "plain")
+    before = counts(postgres_server, db)
+    schema_before = plain_sql(postgres_server, db)
+    postgres_server.psql("DELETE FROM student WHERE id > 5", db)
+    report = backups.restore_backup(
+        path, source, full_reader=None, backups_dir=tmp_path, safety_backup=False
+    )
+    assert counts(postgres_server, db) == before
+    assert plain_sql(postgres_server, db) == schema_before
+    assert report.tables == {"public.blobs": 2000, "public.student": 20000}
