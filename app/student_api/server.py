@@ -48,6 +48,8 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # uvicorn's loggers go through the root handler set up in __main__: one line format.
+        log_config=None,
         timeout_graceful_shutdown=int(settings.graceful_timeout),
         proxy_headers=True,
         server_header=False,

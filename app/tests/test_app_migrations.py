@@ -101,3 +101,36 @@ def test_two_processes_starting_together_migrate_once(
     assert postgres_server.psql("SELECT count(*) FROM alembic_version", fresh_database) == "1"
     for app in apps:
         assert app.get("/api/student").json() == []
+
+
+def test_models_match_the_migrated_schema_and_downgrade_round_trips(
+    postgres_server: PostgresServer, fresh_database: str
+) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from alembic import command
+    from student_api.core.migrations import alembic_config
+    from student_api.models import Base
+
+    settings = settings_for(postgres_server, fresh_database)
+    engine = build_engine(settings)
+    try:
+        migrate(engine, settings.alembic_ini)
+        with engine.connect() as conn:
+            drift = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        with engine.begin() as conn:
+            config = alembic_config(settings.alembic_ini)
+            config.attributes["connection"] = conn
+            command.downgrade(config, "base")
+        tables_after_downgrade = postgres_server.psql(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'student'",
+            fresh_database,
+        )
+        again = migrate(engine, settings.alembic_ini)
+    finally:
+        engine.dispose()
+
+    assert drift == []
+    assert tables_after_downgrade == "0"
+    assert again.applied
