@@ -19,8 +19,8 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 # Containers allowed to start as root, and the only capabilities each may add. Everything
 # else runs as a non-root user with no capabilities at all.
 ROOT_ALLOWED = {
-    ("postgres", "postgres"): {"CHOWN", "FOWNER", "FSETID", "DAC_READ_SEARCH", "SETUID", "SETGID"},
-    ("postgres-backup", "volume-owner"): {"CHOWN", "FOWNER"},
+    ("postgres", "data-owner"): {"CHOWN"},
+    ("postgres-backup", "volume-owner"): {"CHOWN"},
 }
 DEFAULTS = Settings()
 

@@ -81,9 +81,10 @@ prune() {
     echo "kept=$kept deleted=$deleted"
 }
 
-one_line() {
-    # The last line of a file, without quotes, for a log field.
-    tail -n 1 "$1" 2>/dev/null | tr -d '"\r' | cut -c 1-300
+reason_in() {
+    # pg_dump's first error line (else its last line), as one quoted-safe log field.
+    { grep -m 1 'error' "$1" || tail -n 1 "$1"; } 2>/dev/null | tr -d '"\r' | tr '\t' ' ' \
+        | cut -c 1-300
 }
 
 run_once() {
@@ -106,7 +107,7 @@ run_once() {
     worker=""
     reason=""
     if [ "$status" -ne 0 ]; then
-        reason="pg_dump exited $status: $(one_line "$errors")"
+        reason="pg_dump exited $status: $(reason_in "$errors")"
     elif ! tail -n 5 "$part" | grep -q 'PostgreSQL database dump complete'; then
         reason="the dump has no end marker"
     else
