@@ -92,6 +92,11 @@ class PodProblem:
     reason: str
     message: str
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Same pod, container and reason: the same problem (back-off messages change)."""
+        return (self.pod, self.container, self.reason)
+
     def __str__(self) -> str:
         tail = f": {self.message}" if self.message else ""
         return f"pod {self.pod} container {self.container}: {self.reason}{tail}"
@@ -324,18 +329,18 @@ def _wait(
     poll_seconds: float,
 ) -> RolloutResult:
     started = time.monotonic()
-    seen: set[tuple[str, str, str]] = set()
+    seen: list[PodProblem] = []  # a crash-looping pod is between reasons at times: remember
     latest: dict[str, Any] = {}
 
     def fetch() -> RolloutStatus:
         latest["deployment"] = current = _read(client, namespace, deployment)
         status = evaluate(current)
-        if not status.done and on_problem is not None:
+        if not status.done:
             for problem in new_pod_problems(client, namespace, current):
-                key = (problem.pod, problem.container, problem.reason)
-                if key not in seen:
-                    seen.add(key)
-                    on_problem(problem)
+                if problem.key not in {p.key for p in seen}:
+                    seen.append(problem)
+                    if on_problem is not None:
+                        on_problem(problem)
         return status
 
     status = wait_until(fetch, timeout=timeout, poll_seconds=poll_seconds, on_progress=on_progress)
@@ -347,7 +352,7 @@ def _wait(
             status=status, restarted_at=None, revision=revision.get(REVISION), seconds=seconds
         )
 
-    reasons = failure_reasons(client, namespace, current)
+    reasons = failure_reasons(client, namespace, current, seen=seen)
     why = f" ({'; '.join(reasons)})" if reasons else ""
     undone = ""
     if undo_on_failure:
@@ -398,39 +403,56 @@ def pod_problems(pods: Sequence[Any]) -> list[PodProblem]:
             *(_field(status, "containerStatuses", "container_statuses") or ()),
         ]
         for container in statuses:
-            waiting = _field(_field(container, "state"), "waiting")
+            state = _field(container, "state")
+            waiting = _field(state, "waiting")
+            terminated = _field(state, "terminated")
             reason = _field(waiting, "reason")
+            message = str(_field(waiting, "message") or "")
+            exit_code = _field(terminated, "exitCode", "exit_code")
+            if not reason and exit_code:  # exited non-zero, not yet restarted
+                reason = _field(terminated, "reason") or "Error"
+                message = f"exit code {exit_code}"
             if reason and reason not in ("ContainerCreating", "PodInitializing"):
                 problems.append(
                     PodProblem(
                         pod=pod_name,
                         container=str(_field(container, "name")),
                         reason=str(reason),
-                        message=_one_line(str(_field(waiting, "message") or "")),
+                        message=_one_line(message),
                     )
                 )
     return problems
 
 
-def failure_reasons(client: ApiClient, namespace: str, deployment: Any) -> list[str]:
-    """Why a rollout is stuck: waiting reasons of the new pods and the latest Warning events."""
+def failure_reasons(
+    client: ApiClient, namespace: str, deployment: Any, *, seen: Sequence[PodProblem] = ()
+) -> list[str]:
+    """Why a rollout is stuck: the new pods' waiting reasons (now, or ``seen`` while waiting)
+    and the latest Warning events."""
     from kubernetes.client import CoreV1Api
 
-    reasons = [f"{p.pod}: {p.reason}" for p in new_pod_problems(client, namespace, deployment)]
+    reasons: list[str] = []
+    for problem in [*new_pod_problems(client, namespace, deployment), *seen]:
+        text = f"{problem.reason} in pod {problem.pod}"
+        if text not in reasons and len(reasons) < 3:
+            reasons.append(text)
+    # Events of the Deployment, its newest ReplicaSet and that ReplicaSet's pods only.
     names = {str(_field(_field(deployment, "metadata"), "name"))}
+    pod_prefix = None
     replica_set = _newest_replica_set(client, namespace, deployment)
     if replica_set is not None:
         names.add(replica_set.metadata.name)
+        pod_prefix = replica_set.metadata.name + "-"
     with api_errors("events", namespace=namespace):
         events = CoreV1Api(client).list_namespaced_event(namespace, field_selector="type=Warning")
     relevant = [
         e
         for e in events.items
         if (involved := e.involved_object.name or "") in names
-        or any(involved.startswith(n + "-") for n in names)
+        or (pod_prefix is not None and involved.startswith(pod_prefix))
     ]
     relevant.sort(key=_event_time)
-    for event in relevant[-3:]:
+    for event in relevant[-2:]:
         reasons.append(f"event {event.reason}: {_one_line(event.message or '')}")
     return reasons
 

@@ -329,6 +329,24 @@ RECORDED_PODS = [
 ]
 
 
+def test_a_container_that_exited_non_zero_is_a_problem() -> None:
+    pod = {
+        "metadata": {"name": "manifest-app-7d9c8-pqrst"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "restartCount": 1,
+                    "state": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                }
+            ]
+        },
+    }
+    assert [str(p) for p in pod_problems([pod])] == [
+        "pod manifest-app-7d9c8-pqrst container app: Error: exit code 1"
+    ]
+
+
 def test_pod_problems_name_the_waiting_reasons() -> None:
     problems = pod_problems(RECORDED_PODS)
     assert [(p.pod, p.reason) for p in problems] == [
