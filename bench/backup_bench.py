@@ -1,0 +1,325 @@
+"""inv backup.now / backup.restore against the seed's `kubectl exec ... > file` and the limit.
+
+    . /tmp/manifest-lab/env && .venv/bin/python bench/backup_bench.py [--scale 60] [--random-mib 256]
+
+Needs the lab cluster (KUBECONFIG, MANIFEST_TEST_KUBE_CONTEXT, MANIFEST_TEST_POSTGRES_IMAGE,
+MANIFEST_TEST_REGISTRY*) and kubectl. In a namespace of its own (deleted at the end) it
+starts postgres-0 from the lab image, fills studentdb with `pgbench -i -s SCALE` plus a table
+of incompressible random bytes, then measures in one run:
+
+  dump     inv backup.now (custom, -Z0: our default)      the task, end to end
+           kubectl exec ... pg_dump -Fc -Z0 > file          the seed's way, same format
+           kubectl exec ... pg_dump -Fc > file              the seed's way, as the seed did it
+           pg_dump -Fc -Z0 > /dev/null inside the pod      the limit
+           pg_dump -Fc (default zlib) > /dev/null in pod   what compression costs
+  restore  inv backup.restore --yes --no-safety-backup
+           kubectl exec -i ... pg_restore ... < file
+           pg_restore ... from a file inside the pod       the limit
+
+Rates are MB of database (pg_database_size) per second; RSS is the peak of the local
+process (the task, or kubectl), from wait4().
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = f"bench-backup-{secrets.token_hex(3)}"
+PG = 'PGPASSWORD="$POSTGRES_PASSWORD" exec "$0" -U "$POSTGRES_USER" "$@"'
+
+
+def kubectl(*args: str, stdin: bytes | None = None, check: bool = True) -> bytes:
+    context = os.environ.get("MANIFEST_TEST_KUBE_CONTEXT", "manifest-lab")
+    result = subprocess.run(
+        ["kubectl", "--context", context, *args], input=stdin, capture_output=True, check=False
+    )
+    if check and result.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args[:3])}: {result.stderr.decode()[-2000:]}")
+    return result.stdout
+
+
+def in_pod(*argv: str) -> bytes:
+    return kubectl("exec", "-n", NS, "postgres-0", "--", *argv)
+
+
+def timed(
+    argv: list[str],
+    *,
+    stdout_path: Path | None = None,
+    stdin_path: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[float, float]:
+    """Run argv; (seconds, peak RSS MiB of the process tree we waited for)."""
+    out = stdout_path.open("wb") if stdout_path else subprocess.DEVNULL
+    inp = stdin_path.open("rb") if stdin_path else subprocess.DEVNULL
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=out, stdin=inp, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for f in (out, inp):
+        if hasattr(f, "close"):
+            f.close()  # type: ignore[union-attr]
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[:4]} exited {proc.returncode}: {err.decode()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def setup(scale: int, random_mib: int) -> int:
+    image = os.environ["MANIFEST_TEST_POSTGRES_IMAGE"]
+    registry = os.environ["MANIFEST_TEST_REGISTRY"]
+    user = os.environ["MANIFEST_TEST_REGISTRY_USER"]
+    password = Path(os.environ["MANIFEST_TEST_REGISTRY_PASSWORD_FILE"]).read_text().strip()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    docker_config = json.dumps({"auths": {registry: {"auth": auth}}})
+    manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "harbor-regcred", "namespace": NS},
+            "stringData": {".dockerconfigjson": docker_config},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "postgres-0", "namespace": NS},
+            "spec": {
+                "imagePullSecrets": [{"name": "harbor-regcred"}],
+                "containers": [
+                    {
+                        "name": "postgres",
+                        "image": image,
+                        "env": [
+                            {"name": "POSTGRES_USER", "value": "app_user"},
+                            {"name": "POSTGRES_PASSWORD", "value": secrets.token_urlsafe(16)},
+                            {"name": "POSTGRES_DB", "value": "studentdb"},
+                        ],
+                        "readinessProbe": {
+                            "exec": {
+                                "command": ["pg_isready", "-h", "127.0.0.1", "-U", "app_user"]
+                            },
+                            "periodSeconds": 1,
+                        },
+                    }
+                ],
+            },
+        },
+    ]
+    for manifest in manifests:
+        kubectl("apply", "-f", "-", stdin=json.dumps(manifest).encode())
+    kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/postgres-0", "--timeout=180s")
+    print(
+        f"namespace {NS}: pgbench -i -s {scale} and {random_mib} MiB of random bytes ...",
+        flush=True,
+    )
+    started = time.perf_counter()
+    in_pod("sh", "-c", PG, "pgbench", "-i", "-q", "-s", str(scale), "studentdb")
+    rows = random_mib * 1024 * 1024 // 4096
+    in_pod(
+        "sh",
+        "-c",
+        PG,
+        "psql",
+        "-q",
+        "-d",
+        "studentdb",
+        "-c",
+        "CREATE TABLE noise AS SELECT g AS id, decode(string_agg(md5(random()::text), ''), "
+        f"'hex') AS data FROM generate_series(1, {rows}) g, generate_series(1, 256) "
+        "GROUP BY g; ALTER TABLE noise ALTER COLUMN data SET STORAGE EXTERNAL",
+    )
+    size = int(
+        in_pod(
+            "sh",
+            "-c",
+            PG,
+            "psql",
+            "-At",
+            "-d",
+            "studentdb",
+            "-c",
+            "SELECT pg_database_size('studentdb')",
+        )
+        .decode()
+        .strip()
+    )
+    print(f"  filled in {time.perf_counter() - started:.0f} s; database {size / 1e6:.0f} MB\n")
+    return size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=60)
+    parser.add_argument("--random-mib", type=int, default=256)
+    parser.add_argument("--keep", action="store_true", help="Keep the namespace afterwards")
+    args = parser.parse_args()
+    for var in ("KUBECONFIG", "MANIFEST_TEST_POSTGRES_IMAGE", "MANIFEST_TEST_REGISTRY"):
+        if not os.environ.get(var):
+            raise SystemExit(f"{var} is not set: source /tmp/manifest-lab/env first")
+    context = os.environ.get("MANIFEST_TEST_KUBE_CONTEXT", "manifest-lab")
+    work = Path(tempfile.mkdtemp(prefix="backup-bench-"))
+    try:
+        db_size = setup(args.scale, args.random_mib)
+        inv = [sys.executable, "-m", "invoke"]
+        where = ["--context", context, "--namespace", NS, "--backups-dir", str(work)]
+        env = {**os.environ, "MANIFEST_BACKUP_KEEP": "50"}
+        rows: list[tuple[str, str, float, float, float | None]] = []
+
+        def row(kind: str, name: str, seconds: float, rss: float | None, size: int) -> None:
+            rows.append((kind, name, seconds, db_size / seconds / 1e6, rss))
+            rss_text = f"{rss:8.0f}" if rss is not None else "       -"
+            print(
+                f"{kind:<8} {name:<44} {seconds:7.1f} s {db_size / seconds / 1e6:7.0f} MB/s "
+                f"{rss_text} MiB  {size / 1e6:8.0f} MB out",
+                flush=True,
+            )
+
+        print(f"{'':<8} {'':<44} {'time':>9} {'db rate':>12} {'peak RSS':>12}  {'file':>11}")
+        # dumps
+        s, rss = timed([*inv, "backup.now", *where], env=env)
+        ours = max(work.glob("*.dump"), key=lambda p: p.stat().st_mtime)
+        row("dump", "inv backup.now (-Fc -Z0)", s, rss, ours.stat().st_size)
+        seed_z0 = work / "seed-z0.dump"
+        pg_dump = ["sh", "-c", PG, "pg_dump", "-d", "studentdb", "-Fc"]
+        s, rss = timed(
+            [
+                "kubectl",
+                "--context",
+                context,
+                "exec",
+                "-n",
+                NS,
+                "postgres-0",
+                "--",
+                *pg_dump,
+                "-Z0",
+            ],
+            stdout_path=seed_z0,
+        )
+        row("dump", "kubectl exec pg_dump -Fc -Z0 > file", s, rss, seed_z0.stat().st_size)
+        seed = work / "seed.dump"
+        s, rss = timed(
+            ["kubectl", "--context", context, "exec", "-n", NS, "postgres-0", "--", *pg_dump],
+            stdout_path=seed,
+        )
+        row("dump", "kubectl exec pg_dump -Fc > file (seed)", s, rss, seed.stat().st_size)
+        started = time.perf_counter()
+        in_pod(
+            "sh",
+            "-c",
+            'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -U "$POSTGRES_USER" '
+            "-d studentdb -Fc -Z0 > /dev/null",
+        )
+        row(
+            "dump",
+            "in the pod: pg_dump -Fc -Z0 > /dev/null",
+            time.perf_counter() - started,
+            None,
+            0,
+        )
+        started = time.perf_counter()
+        in_pod(
+            "sh",
+            "-c",
+            'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -U "$POSTGRES_USER" '
+            "-d studentdb -Fc > /dev/null",
+        )
+        row(
+            "dump",
+            "in the pod: pg_dump -Fc (zlib) > /dev/null",
+            time.perf_counter() - started,
+            None,
+            0,
+        )
+        # restores
+        s, rss = timed(
+            [*inv, "backup.restore", "--file", str(ours), "--yes", "--no-safety-backup", *where],
+            env=env,
+        )
+        row("restore", "inv backup.restore (one transaction)", s, rss, 0)
+        restore_args = [
+            "sh",
+            "-c",
+            PG,
+            "pg_restore",
+            "-d",
+            "studentdb",
+            "--single-transaction",
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--exit-on-error",
+        ]
+        s, rss = timed(
+            [
+                "kubectl",
+                "--context",
+                context,
+                "exec",
+                "-i",
+                "-n",
+                NS,
+                "postgres-0",
+                "--",
+                *restore_args,
+            ],
+            stdin_path=ours,
+        )
+        row("restore", "kubectl exec -i pg_restore < file", s, rss, 0)
+        in_pod(
+            "sh",
+            "-c",
+            'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -U "$POSTGRES_USER" '
+            "-d studentdb -Fc -Z0 -f /tmp/in-pod.dump",
+        )
+        started = time.perf_counter()
+        in_pod(*restore_args, "/tmp/in-pod.dump")
+        row(
+            "restore",
+            "in the pod: pg_restore from a local file",
+            time.perf_counter() - started,
+            None,
+            0,
+        )
+
+        print("\nratios (same run):")
+        by = {name: secs for _, name, secs, _, _ in rows}
+        print(
+            f"  backup.now vs kubectl -Z0 ........ {by['kubectl exec pg_dump -Fc -Z0 > file'] / by['inv backup.now (-Fc -Z0)']:.2f}x throughput"
+        )
+        print(
+            f"  backup.now vs seed (-Fc zlib) ..... {by['kubectl exec pg_dump -Fc > file (seed)'] / by['inv backup.now (-Fc -Z0)']:.2f}x"
+        )
+        print(
+            f"  backup.now vs limit (in pod -Z0) .. {by['in the pod: pg_dump -Fc -Z0 > /dev/null'] / by['inv backup.now (-Fc -Z0)']:.2f}x"
+        )
+        print(
+            f"  restore vs kubectl -i ............. {by['kubectl exec -i pg_restore < file'] / by['inv backup.restore (one transaction)']:.2f}x"
+        )
+        print(
+            f"  restore vs limit (in pod) ......... {by['in the pod: pg_restore from a local file'] / by['inv backup.restore (one transaction)']:.2f}x"
+        )
+    finally:
+        if not args.keep:
+            kubectl("delete", "namespace", NS, "--wait=false", check=False)
+        for f in work.iterdir():
+            f.unlink()
+        work.rmdir()
+
+
+if __name__ == "__main__":
+    main()
