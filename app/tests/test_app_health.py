@@ -116,3 +116,25 @@ def test_ready_answers_within_its_timeout_when_the_database_hangs(
         assert ready.json()["detail"] == "database did not answer within 1s"
         assert 0.9 < took < 2.0
         wait_for_status(client.get, "/health/ready", 200, timeout=15)
+
+
+def test_exhausted_pool_answers_503_not_a_hang(
+    postgres_server: PostgresServer, fresh_database: str
+) -> None:
+    settings = settings_for(
+        postgres_server, fresh_database, db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.5
+    )
+    with TestClient(create_app(settings)) as client:
+        wait_for_status(client.get, "/health/startup")
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        with runtime.engine.connect():
+            busy = client.get("/api/student")
+            ready = client.get("/health/ready")
+        after = client.get("/api/student")
+
+    assert (busy.status_code, busy.json()) == (
+        503,
+        {"detail": "database unavailable, try again shortly"},
+    )
+    assert ready.status_code == 200  # the probe does not queue for the pool
+    assert after.status_code == 200
