@@ -1,6 +1,7 @@
 """inv backup.now / backup.restore against the seed's `kubectl exec ... > file` and the limit.
 
-    . /tmp/manifest-lab/env && .venv/bin/python bench/backup_bench.py [--scale 60] [--random-mib 256]
+    . /tmp/manifest-lab/env
+    .venv/bin/python bench/backup_bench.py [--scale 60] [--random-mib 256]
 
 Needs the lab cluster (KUBECONFIG, MANIFEST_TEST_KUBE_CONTEXT, MANIFEST_TEST_POSTGRES_IMAGE,
 MANIFEST_TEST_REGISTRY*) and kubectl. In a namespace of its own (deleted at the end) it
@@ -296,23 +297,17 @@ def main() -> None:
             0,
         )
 
-        print("\nratios (same run):")
+        print("\nratios (same run; above 1.0 = ours is faster):")
         by = {name: secs for _, name, secs, _, _ in rows}
-        print(
-            f"  backup.now vs kubectl -Z0 ........ {by['kubectl exec pg_dump -Fc -Z0 > file'] / by['inv backup.now (-Fc -Z0)']:.2f}x throughput"
-        )
-        print(
-            f"  backup.now vs seed (-Fc zlib) ..... {by['kubectl exec pg_dump -Fc > file (seed)'] / by['inv backup.now (-Fc -Z0)']:.2f}x"
-        )
-        print(
-            f"  backup.now vs limit (in pod -Z0) .. {by['in the pod: pg_dump -Fc -Z0 > /dev/null'] / by['inv backup.now (-Fc -Z0)']:.2f}x"
-        )
-        print(
-            f"  restore vs kubectl -i ............. {by['kubectl exec -i pg_restore < file'] / by['inv backup.restore (one transaction)']:.2f}x"
-        )
-        print(
-            f"  restore vs limit (in pod) ......... {by['in the pod: pg_restore from a local file'] / by['inv backup.restore (one transaction)']:.2f}x"
-        )
+        dump, restore = by["inv backup.now (-Fc -Z0)"], by["inv backup.restore (one transaction)"]
+        for label, theirs, mine in (
+            ("backup.now vs kubectl exec -Z0", "kubectl exec pg_dump -Fc -Z0 > file", dump),
+            ("backup.now vs the seed (-Fc zlib)", "kubectl exec pg_dump -Fc > file (seed)", dump),
+            ("backup.now vs the limit", "in the pod: pg_dump -Fc -Z0 > /dev/null", dump),
+            ("restore vs kubectl exec -i", "kubectl exec -i pg_restore < file", restore),
+            ("restore vs the limit", "in the pod: pg_restore from a local file", restore),
+        ):
+            print(f"  {label:<36} {by[theirs] / mine:.2f}x")
     finally:
         if not args.keep:
             kubectl("delete", "namespace", NS, "--wait=false", check=False)
