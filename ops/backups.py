@@ -37,7 +37,14 @@ from ops.errors import (
     OpsError,
     RestoreFailed,
 )
-from ops.execstream import CHUNK_SIZE, CommandRunner, ExecResult, Progress, StderrTail
+from ops.execstream import (
+    CHUNK_SIZE,
+    CommandRunner,
+    ExecResult,
+    Progress,
+    StderrTail,
+    program_name,
+)
 from ops.pgformat import (
     HEAD_BYTES,
     DumpFormat,
@@ -297,8 +304,7 @@ def take_backup(
                     )
                 except ExecFailed as exc:
                     raise DumpFailed(
-                        f"pg_dump of {source.database!r} in {source.runner.where} failed: "
-                        f"{exc.message}",
+                        f"backup of {source.database!r} failed: {exc.message}",
                         database=source.database,
                     ) from exc
             f.flush()
@@ -786,6 +792,8 @@ class LocalRunner:
         check: bool = True,
         progress: Progress | None = None,
     ) -> ExecResult:
+        if os.name == "nt":  # the pod's /dev/null, for local tools on Windows
+            argv = [os.devnull if word == "/dev/null" else word for word in argv]
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -856,7 +864,7 @@ class LocalRunner:
         )
         if check and code != 0:
             raise ExecFailed(
-                f"{argv[0] if argv[0] != 'sh' else ' '.join(argv[3:4])} exited with {code}"
+                f"{program_name(argv)} on {self.where} exited with {code}"
                 + (f": {result.stderr_tail}" if result.stderr_tail else "")
             )
         return result

@@ -208,7 +208,7 @@ class PodExec:
         captured: bytes,
         check: bool,
     ) -> ExecResult:
-        program = _program_name(argv)
+        program = program_name(argv)
         if status_raw is None:
             raise ExecFailed(
                 f"{program} in {self.where}: the connection ended without an exit status"
@@ -411,7 +411,7 @@ class _Session:
                 return
 
 
-def _program_name(argv: Sequence[str]) -> str:
+def program_name(argv: Sequence[str]) -> str:
     """A short name for messages: the program a ``sh -c`` wrapper runs, else argv[0]."""
     for word in argv:
         if word.startswith(("pg_", "psql", "sha256sum")):

@@ -338,3 +338,45 @@ def test_dry_run_touches_nothing(lab):
     )
     assert result.returncode == 0, result.stderr
     assert "Dry run" in result.stdout and not settings.backups_dir.exists()
+
+
+def test_keepalive_holds_a_quiet_stream_open(lab):
+    settings, _ = lab
+    quiet = PodExec(resolve_target(settings), "postgres-0", keepalive_seconds=1)
+    # silent for 5 s, longer than the 3 s without a frame after which a stream counts as dead
+    assert quiet.run(["sh", "-c", "sleep 5; echo done"]).stdout == b"done\n"
+
+
+def test_ctrl_c_mid_backup_keeps_nothing_and_ends_pg_dump_in_the_pod(lab):
+    import contextlib
+
+    settings, runner = lab
+    psql(
+        runner,
+        "CREATE TABLE noise AS SELECT g AS id, decode(string_agg(md5(random()::text), ''), "
+        "'hex') AS data FROM generate_series(1, 4000) g, generate_series(1, 256) GROUP BY g",
+    )
+
+    @contextlib.contextmanager
+    def interrupt_after(_description, _total):
+        seen = 0
+
+        def advance(n):
+            nonlocal seen
+            seen += n
+            if seen > 2_000_000:
+                raise KeyboardInterrupt
+
+        yield advance
+
+    with pytest.raises(KeyboardInterrupt):
+        backups.backup_now(settings, progress=interrupt_after)
+    assert not list(settings.backups_dir.glob("*"))
+
+    def no_pg_dump() -> bool:
+        return (
+            psql(runner, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'")
+            == "0"
+        )
+
+    wait_until(no_pg_dump, timeout=30, what="pg_dump in the pod to end")
