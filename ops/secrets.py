@@ -190,7 +190,9 @@ def pull_secret(settings: Settings) -> DesiredSecret:
         type="kubernetes.io/dockerconfigjson",
         data={DOCKERCONFIGJSON: dockerconfigjson(settings.registry, username, password)},
         origin=f"registry {settings.registry}, credentials from "
-        + _where(settings, "registry_username", REGISTRY_USERNAME_FILE),
+        + _where(settings, "registry_username", REGISTRY_USERNAME_FILE)
+        + ", "
+        + _where(settings, "registry_password", REGISTRY_PASSWORD_FILE),
     )
 
 
