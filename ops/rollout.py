@@ -230,7 +230,10 @@ def restart(
         when = restarted_at()
         with api_errors("Deployment", name=deployment, namespace=target.namespace):
             AppsV1Api(client).patch_namespaced_deployment(
-                deployment, target.namespace, restart_patch(when)
+                deployment,
+                target.namespace,
+                restart_patch(when),
+                _content_type="application/strategic-merge-patch+json",
             )
         result = _wait(
             client,
@@ -526,7 +529,9 @@ def _undo(client: ApiClient, namespace: str, deployment: str) -> str:
         {"op": "replace", "path": "/metadata/annotations", "value": annotations},
     ]
     with api_errors("Deployment", name=deployment, namespace=namespace):
-        AppsV1Api(client).patch_namespaced_deployment(deployment, namespace, patch)
+        AppsV1Api(client).patch_namespaced_deployment(
+            deployment, namespace, patch, _content_type="application/json-patch+json"
+        )
     return str(_revision(previous))
 
 
