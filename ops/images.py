@@ -184,16 +184,20 @@ def plan_build(
 
 @contextmanager
 def engine() -> Iterator[DockerClient]:
-    """A client of the Docker engine (DOCKER_HOST or the platform's default), closed after use."""
+    """A client of the Docker engine at ``engine_address()``, closed after use."""
     import docker
     from docker.errors import DockerException
 
+    address = engine_address()
     try:
-        client = docker.from_env(timeout=ENGINE_TIMEOUT)
+        if os.environ.get("DOCKER_HOST"):
+            client = docker.from_env(timeout=ENGINE_TIMEOUT)  # also honours DOCKER_TLS_VERIFY
+        else:
+            client = docker.DockerClient(base_url=address, timeout=ENGINE_TIMEOUT)
         client.ping()
     except DockerException as exc:
         raise EngineUnavailable(
-            f"the Docker engine is not reachable at {engine_address()} ({_engine_reason(exc)})"
+            f"the Docker engine is not reachable at {address} ({_engine_reason(exc)})"
         ) from exc
     try:
         yield client
@@ -202,12 +206,20 @@ def engine() -> Iterator[DockerClient]:
 
 
 def engine_address() -> str:
-    default = (
-        "npipe:////./pipe/docker_engine"
-        if sys.platform == "win32"
-        else "unix:///var/run/docker.sock"
-    )
-    return os.environ.get("DOCKER_HOST") or default
+    """DOCKER_HOST, else the platform's socket; Docker Desktop's per-user socket if only it exists.
+
+    The docker SDK does not read `docker context`; Docker Desktop on macOS may be set up
+    without the /var/run/docker.sock link, with the engine at ~/.docker/run/docker.sock.
+    """
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    if sys.platform == "win32":
+        return "npipe:////./pipe/docker_engine"
+    system = Path("/var/run/docker.sock")
+    desktop = Path.home() / ".docker" / "run" / "docker.sock"
+    if not system.exists() and desktop.exists():
+        return f"unix://{desktop}"
+    return f"unix://{system}"
 
 
 def engine_version() -> str:
