@@ -78,12 +78,12 @@ def run_restart(settings: Settings, target: KubeTarget, *, undo_on_failure: bool
 )
 def restart(
     c: Context,
+    dry_run: bool = False,
     context: str | None = None,
     namespace: str | None = None,
     deployment: str | None = None,
     timeout: float | None = None,
     undo_on_failure: bool = False,
-    dry_run: bool = False,
     verbose: bool = False,
 ) -> None:
     """Restart the app's Deployment as kubectl does and wait until the rollout completes."""
