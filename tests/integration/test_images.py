@@ -109,7 +109,7 @@ def repository() -> Iterator[str]:
         client = docker.from_env()
         for image in client.images.list():
             for tag in image.tags:
-                if f"/{name}:" in tag:
+                if f"/{name}:" in tag or f"/{name}-base:" in tag:
                     client.images.remove(tag, force=True)
         client.close()
 
