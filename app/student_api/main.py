@@ -24,9 +24,10 @@ log = logging.getLogger("student_api")
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
-    # ("body", "age") -> "age"; ("query", "limit") -> "limit"
-    parts = [str(p) for p in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
-    return ".".join(parts) or "body"
+    # ("body", "age") -> "age"; ("query", "limit") -> "limit"; ("body", 15) -> "body"
+    # (a JSON syntax error at character 15).
+    names = [str(part) for part in loc[1:] if isinstance(part, str)]
+    return ".".join(names) or (str(loc[0]) if loc else "request")
 
 
 async def validation_failed(request: Request, exc: Exception) -> JSONResponse:

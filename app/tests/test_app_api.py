@@ -132,7 +132,7 @@ def test_malformed_json_is_422(client: TestClient) -> None:
     )
 
     assert response.status_code == 422
-    assert "JSON" in response.json()["detail"]
+    assert response.json()["detail"] == "invalid request: body: JSON decode error"
 
 
 @pytest.mark.parametrize(
