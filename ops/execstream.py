@@ -14,7 +14,9 @@ command that reads stdin is always size-delimited on the remote side (``head -c 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -290,18 +292,62 @@ class _WebSocket(Protocol):
     """The part of websocket-client's ``WebSocket`` the session uses."""
 
     connected: bool
+    sock: socket.socket
 
-    def recv_data_frame(self, control_frame: bool = ...) -> tuple[int, _Frame]: ...
     def send(self, payload: bytes, opcode: int = ...) -> int: ...
     def ping(self, payload: bytes = ...) -> None: ...
+    def pong(self, payload: bytes) -> None: ...
+    def send_close(self) -> None: ...
     def settimeout(self, timeout: float | None) -> None: ...
     def abort(self) -> None: ...
     def close(self) -> None: ...
     def shutdown(self) -> None: ...
 
 
-class _Frame(Protocol):
-    data: bytes
+class _FrameReader:
+    """Server frames read straight off the socket, as many per read as arrived.
+
+    websocket-client's ``recv_data_frame`` makes four small reads per frame (the API server
+    sends 4 KiB frames: ~25,000 frames per 100 MB); here one read takes a whole TLS record
+    or more. Server frames are never masked (RFC 6455 5.1).
+    """
+
+    def __init__(self, sock: socket.socket, read_size: int = 1024 * 1024) -> None:
+        self.sock = sock
+        self.read_size = read_size
+        self.buf = bytearray()
+        self.pos = 0
+
+    def _need(self, n: int) -> None:
+        if len(self.buf) - self.pos >= n:
+            return
+        if self.pos:
+            del self.buf[: self.pos]
+            self.pos = 0
+        while len(self.buf) < n:
+            data = self.sock.recv(self.read_size)
+            if not data:
+                raise ConnectionError("the API server closed the connection")
+            self.buf += data
+
+    def next(self) -> tuple[int, bool, bytes]:
+        """(opcode, fin, payload) of the next frame."""
+        self._need(2)
+        first, second = self.buf[self.pos], self.buf[self.pos + 1]
+        length, head = second & 0x7F, 2
+        if length == 126:
+            self._need(4)
+            length, head = int.from_bytes(self.buf[self.pos + 2 : self.pos + 4], "big"), 4
+        elif length == 127:
+            self._need(10)
+            length, head = int.from_bytes(self.buf[self.pos + 2 : self.pos + 10], "big"), 10
+        if second & 0x80:
+            raise ConnectionError("the server sent a masked frame (protocol error)")
+        self._need(head + length)
+        start = self.pos + head
+        payload = bytes(self.buf[start : start + length])
+        self.pos = start + length
+        return first & 0x0F, bool(first & 0x80), payload
 
 
 class _Session:
@@ -321,11 +367,7 @@ class _Session:
     def pump(
         self, stdin: IO[bytes] | None, stdout: IO[bytes] | _Capture, progress: Progress | None
     ) -> tuple[bytes | None, int, int]:
-        from websocket import (
-            ABNF,
-            WebSocketConnectionClosedException,
-            WebSocketTimeoutException,
-        )
+        from websocket import ABNF, WebSocketConnectionClosedException
 
         # Pongs answer our pings, so a connection silent for 3 keep-alive periods is dead.
         self.ws.settimeout(self.keepalive * 3)
@@ -334,10 +376,12 @@ class _Session:
             self._start(lambda: self._feed(stdin, progress))
         status: bytearray | None = None
         out_bytes = 0
+        reader = _FrameReader(self.ws.sock)
+        channel = -1
         while True:
             try:
-                opcode, frame = self.ws.recv_data_frame(True)
-            except WebSocketTimeoutException as exc:
+                opcode, _fin, data = reader.next()
+            except TimeoutError as exc:
                 raise ExecFailed(
                     f"no answer from the API server for {self.keepalive * 3:.0f} s",
                     hint="The connection looks dead; nothing was kept. Run it again.",
@@ -345,13 +389,21 @@ class _Session:
             except (WebSocketConnectionClosedException, ConnectionError, OSError):
                 break
             if opcode == ABNF.OPCODE_CLOSE:
+                with contextlib.suppress(Exception):
+                    self.ws.send_close()
                 break
-            if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT):
+            if opcode == ABNF.OPCODE_PING:
+                with contextlib.suppress(Exception):
+                    self.ws.pong(data)
                 continue
-            data = frame.data
-            if len(data) < 2:
-                continue  # the server's empty "channel open" frames
-            channel, payload = data[0], memoryview(data)[1:]
+            if opcode == ABNF.OPCODE_CONT:
+                payload = memoryview(data)  # a fragment continues the last channel
+            elif opcode in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT):
+                if len(data) < 2:
+                    continue  # the server's empty "channel open" frames
+                channel, payload = data[0], memoryview(data)[1:]
+            else:
+                continue  # pongs: they only keep the read timeout from firing
             if channel == _STDOUT:
                 stdout.write(payload)
                 out_bytes += len(payload)
