@@ -6,6 +6,7 @@ context) are skipped, not failed, when that one failed: one cause, one red line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,13 @@ def _cluster(settings: Settings) -> list[Check]:
     allowed = "allowed" if target.context in settings.allowed_contexts else "named with --context"
     checks = [Check(name="kube context", outcome="ok", detail=f"{target.context} ({allowed})")]
     cluster = _attempt("cluster", lambda: _cluster_version(target))
+    if not cluster.ok:
+        cluster = Check(
+            name="cluster",
+            outcome="fail",
+            detail=_short_connection_error(cluster.detail),
+            hint=cluster.hint,
+        )
     checks.append(cluster)
     if not cluster.ok:
         return [*checks, *(_skipped(n, "cluster unreachable") for n in names[2:])]
@@ -139,6 +147,19 @@ def _cluster(settings: Settings) -> list[Check]:
         return [*checks, _skipped("Deployment", "namespace missing")]
     checks.append(_attempt("Deployment", lambda: _read_deployment(target, settings.deployment)))
     return checks
+
+
+def _short_connection_error(detail: str) -> str:
+    """urllib3 nests its reason three deep; keep the address and the reason."""
+    found = re.search(
+        r"host='([^']+)', port=(\d+)\).*?(Connection refused|timed out|"
+        r"Name or service not known|certificate verify failed)",
+        detail,
+    )
+    if found is None:
+        return detail
+    host, port, reason = found.groups()
+    return f"cannot reach the Kubernetes API at {host}:{port} ({reason.lower()})"
 
 
 def _skipped(name: str, why: str) -> Check:

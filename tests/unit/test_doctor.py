@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ops.config import load_settings
-from ops.doctor import Check, _secret_files, failed, render
+from ops.doctor import Check, _secret_files, _short_connection_error, failed, render
 
 
 def test_render_marks_hints_and_summary() -> None:
@@ -57,3 +57,16 @@ def test_secret_files_follow_the_templates(tmp_path: Path) -> None:
     check = _secret_files(from_env, tmp_path)
     assert check.outcome == "ok", check.detail
     assert "given-elsewhere" not in check.detail
+
+
+def test_unreachable_cluster_is_said_briefly() -> None:
+    urllib3_text = (
+        "cannot reach the Kubernetes API (MaxRetryError: HTTPSConnectionPool(host='127.0.0.1', "
+        "port=9): Max retries exceeded with url: /version/ (Caused by NewConnectionError("
+        "\"HTTPSConnection(host='127.0.0.1', port=9): Failed to establish a new connection: "
+        '[Errno 111] Connection refused")))'
+    )
+    assert _short_connection_error(urllib3_text) == (
+        "cannot reach the Kubernetes API at 127.0.0.1:9 (connection refused)"
+    )
+    assert _short_connection_error("something else") == "something else"
