@@ -86,7 +86,7 @@ def _registry(settings: Settings) -> list[Check]:
     except OpsError as error:
         return [
             Check(name="registry", outcome="fail", detail=error.message, hint=error.hint),
-            _skipped("registry login", "registry unreachable"),
+            _skipped("registry login", "the registry check failed"),
         ]
     reachable = Check(name="registry", outcome="ok", detail=f"{registry.host} ({result.url})")
     login = {
