@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = f"bench-backup-{secrets.token_hex(3)}"
+CPU_SECONDS: list[float] = []
 PG = 'PGPASSWORD="$POSTGRES_PASSWORD" exec "$0" -U "$POSTGRES_USER" "$@"'
 
 
@@ -60,7 +61,7 @@ def timed(
     stdin_path: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> tuple[float, float]:
-    """Run argv; (seconds, peak RSS MiB of the process tree we waited for)."""
+    """Run argv; (seconds, peak RSS MiB); its CPU seconds go to CPU_SECONDS."""
     out = stdout_path.open("wb") if stdout_path else subprocess.DEVNULL
     inp = stdin_path.open("rb") if stdin_path else subprocess.DEVNULL
     started = time.perf_counter()
@@ -69,6 +70,7 @@ def timed(
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
+    CPU_SECONDS.append(usage.ru_utime + usage.ru_stime)
     proc.returncode = os.waitstatus_to_exitcode(status)
     for f in (out, inp):
         if hasattr(f, "close"):
@@ -183,13 +185,16 @@ def main() -> None:
         def row(kind: str, name: str, seconds: float, rss: float | None, size: int) -> None:
             rows.append((kind, name, seconds, db_size / seconds / 1e6, rss))
             rss_text = f"{rss:8.0f}" if rss is not None else "       -"
+            cpu_text = f"{CPU_SECONDS[-1]:6.1f} s" if rss is not None else "       -"
             print(
                 f"{kind:<8} {name:<44} {seconds:7.1f} s {db_size / seconds / 1e6:7.0f} MB/s "
-                f"{rss_text} MiB  {size / 1e6:8.0f} MB out",
+                f"{rss_text} MiB {cpu_text}  {size / 1e6:8.0f} MB out",
                 flush=True,
             )
 
-        print(f"{'':<8} {'':<44} {'time':>9} {'db rate':>12} {'peak RSS':>12}  {'file':>11}")
+        print(
+            f"{'':<8} {'':<44} {'time':>9} {'db rate':>12} {'peak RSS':>12} {'local CPU':>9}  {'file':>11}"
+        )
         # dumps
         s, rss = timed([*inv, "backup.now", *where], env=env)
         ours = max(work.glob("*.dump"), key=lambda p: p.stat().st_mtime)

@@ -444,8 +444,10 @@ def verify_backup(
                 f"{path} does not read to the end: {result.stderr_tail or 'pg_restore failed'}"
             )
         checks.append(f"full read by pg_restore ({full_reader.where})")
+    elif info is not None:
+        checks.append("full read skipped (the sha256 is that of pg_dump's complete output)")
     else:
-        checks.append("full read skipped (no pg_restore available)")
+        checks.append("full read skipped (no pg_restore to read it with)")
     return Verification(path=path, header=header, checks=tuple(checks), info=info)
 
 
