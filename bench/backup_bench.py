@@ -193,7 +193,8 @@ def main() -> None:
             )
 
         print(
-            f"{'':<8} {'':<44} {'time':>9} {'db rate':>12} {'peak RSS':>12} {'local CPU':>9}  {'file':>11}"
+            f"{'':<8} {'':<44} {'time':>9} {'db rate':>12} {'peak RSS':>12} "
+            f"{'local CPU':>9}  {'file':>11}"
         )
         # dumps
         s, rss = timed([*inv, "backup.now", *where], env=env)
