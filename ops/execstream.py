@@ -104,13 +104,22 @@ class _Capture:
         return len(data)
 
 
-def sized_stdin(argv: Sequence[str], size: int) -> list[str]:
+# If the command stops reading early (it failed), `cat` drains the rest: the API server
+# sends no exit status while stdin is still arriving (kubectl then hangs until its I/O
+# timeout and loses the status), so the stdin must always be read to its end.
+_DRAIN = '{ "$@"; status=$?; cat >/dev/null; exit $status; }'
+
+
+def sized_stdin(argv: Sequence[str], size: int | None) -> list[str]:
     """Wrap ``argv`` so that it reads exactly ``size`` bytes of stdin, then sees EOF.
 
     This is what lets stdin end under ``v4.channel.k8s.io``, which has no close signal.
-    The pipeline's status is the command's own (``head`` only feeds it).
+    Whatever the command reads, all of stdin is consumed; the status is the command's own.
     """
-    return ["sh", "-c", 'n="$1"; shift; head -c "$n" | "$@"', "sized-stdin", str(size), *argv]
+    if size is None:
+        return ["sh", "-c", _DRAIN, "drained-stdin", *argv]
+    script = f'n="$1"; shift; head -c "$n" | {_DRAIN}'
+    return ["sh", "-c", script, "sized-stdin", str(size), *argv]
 
 
 def exit_code_from_status(raw: bytes) -> tuple[int | None, str]:
@@ -171,7 +180,7 @@ class PodExec:
         Any exit (Ctrl-C included) closes the websocket, which ends the remote command's
         stdin and stdout: a remote ``pg_dump`` dies of SIGPIPE, a reader sees EOF.
         """
-        if stdin is not None and stdin_size is not None:
+        if stdin is not None:
             argv = sized_stdin(argv, stdin_size)
         ws, protocol = self._connect(list(argv), with_stdin=stdin is not None)
         if stdin is not None and stdin_size is None and protocol != V5:
@@ -300,7 +309,7 @@ class _WebSocket(Protocol):
     def send_close(self) -> None: ...
     def settimeout(self, timeout: float | None) -> None: ...
     def abort(self) -> None: ...
-    def close(self) -> None: ...
+    def close(self, status: int = ..., reason: bytes = ..., timeout: float = ...) -> None: ...
     def shutdown(self) -> None: ...
 
 
@@ -413,17 +422,27 @@ class _Session:
                 self.stderr.add(payload)
             elif channel == _STATUS:
                 status = (status or bytearray()) + payload
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self._end_threads()
         if self._feeder_error is not None:
             raise self._feeder_error
         return (bytes(status) if status is not None else None), out_bytes, self._stdin_bytes
 
-    def close(self) -> None:
+    def _end_threads(self) -> None:
+        """Stop the feeder and pinger. A feeder blocked sending stdin the remote command no
+        longer reads (it exited, or we are interrupted) holds the send lock: cut the socket
+        under it, or closing would wait for that lock forever."""
         self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=0.5)
+        if any(t.is_alive() for t in self._threads):
+            self.ws.abort()
+            for thread in self._threads:
+                thread.join(timeout=5)
+
+    def close(self) -> None:
+        self._end_threads()
         try:
-            self.ws.close()
+            self.ws.close(timeout=1)
         except Exception:  # closing a broken socket: nothing left to do
             self.ws.shutdown()
 

@@ -11,6 +11,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +381,17 @@ def test_ctrl_c_mid_backup_keeps_nothing_and_ends_pg_dump_in_the_pod(lab):
         )
 
     wait_until(no_pg_dump, timeout=30, what="pg_dump in the pod to end")
+
+
+def test_an_upload_into_a_command_that_exits_early_returns_at_once(lab):
+    _, runner = lab
+    started = time.monotonic()
+    size = 200 * 1024 * 1024
+    result = runner.run(
+        ["sh", "-c", "head -c 10 >/dev/null; echo gave up >&2; exit 3"],
+        stdin=io.BytesIO(bytes(size)),
+        stdin_size=size,
+        check=False,
+    )
+    assert (result.exit_code, result.stderr_tail) == (3, "gave up")
+    assert time.monotonic() - started < 60

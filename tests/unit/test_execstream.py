@@ -158,3 +158,19 @@ def test_result_is_a_frozen_value():
     result = ExecResult(exit_code=0, stderr_tail="", stdout_bytes=0, stdin_bytes=0)
     with pytest.raises(AttributeError):
         result.exit_code = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("protocols", PROTOCOLS)
+def test_a_command_that_stops_reading_ends_the_upload_at_once(protocols):
+    import time
+
+    started = time.monotonic()
+    with fake_exec_server(protocols=protocols) as server:
+        result = pod_exec(server).run(
+            ["sh", "-c", "head -c 10 >/dev/null; echo gave up >&2; exit 3"],
+            stdin=io.BytesIO(bytes(50 * 1024 * 1024)),
+            stdin_size=50 * 1024 * 1024,
+            check=False,
+        )
+    assert (result.exit_code, result.stderr_tail) == (3, "gave up")
+    assert time.monotonic() - started < 10
