@@ -121,6 +121,16 @@ def api_errors(
         ) from exc
     except (HTTPError, OSError) as exc:
         raise ClusterError(
-            f"cannot reach the Kubernetes API ({type(exc).__name__}: {exc})",
+            f"cannot reach the Kubernetes API: {_short_reason(exc)}",
             hint="Check that the cluster is running and the kube context points at it.",
         ) from exc
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The innermost reason of a urllib3 error chain, not its whole repr."""
+    reason = getattr(exc, "reason", None)
+    while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
+        reason = getattr(reason, "reason", None)
+    text = str(reason or exc)
+    # urllib3 prefixes "<HTTPSConnection(host=..., port=...)>: "; keep the part a human reads.
+    return text.split(">: ", 1)[-1] if ">: " in text else text

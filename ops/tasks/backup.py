@@ -39,7 +39,7 @@ def _settings(
     )
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         **_WHERE,
         "format": "custom (default) or plain SQL",
@@ -82,7 +82,7 @@ def now(
         console.info(f"  removed old backup {old.name} (keeping {settings.backup_keep})")
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         "file": "The backup file to check",
         "drill": "Also restore it into a scratch database in the pod and compare row counts",
@@ -133,7 +133,7 @@ def _same(a: dict[str, int], b: dict[str, int], table: str) -> str:
     return "same" if a.get(table) == b.get(table) else "differs"
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         "file": "Local backup to send",
         "name": "Name in the daemon's /backups (default: the file's name)",
@@ -169,7 +169,7 @@ def to_daemon(
         console.info(f"  daemon retention: {pruned}")
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         "check": "Re-hash every file (local and in the daemon pod) instead of trusting sizes",
         "local_only": "Do not ask the daemon pod",
@@ -195,7 +195,7 @@ def list_(
         console.warn(problem)
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         "file": "Local backup to restore",
         "from_daemon": "Name of a backup in the daemon's /backups to restore instead",

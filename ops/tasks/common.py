@@ -6,17 +6,15 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, overload
 
 from invoke.collection import Collection
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task
 
 from ops import console
 from ops.config import Settings, load_settings
 from ops.errors import OpsError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["Collection", "Settings", "confirm", "debug_enabled", "ops_task", "settings_for"]
 
@@ -28,13 +26,17 @@ def debug_enabled() -> bool:
     )
 
 
+@overload
+def ops_task(fn: Callable[..., Any], /) -> Task[Any]: ...
+@overload
+def ops_task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]: ...
 def ops_task(*args: Any, **kwargs: Any) -> Any:
     """Like ``invoke.task``, but an error becomes one red line and a non-zero exit.
 
     Only with ``inv --debug`` does the traceback show.
     """
 
-    def decorate(fn: F) -> Any:
+    def decorate(fn: Callable[..., Any]) -> Task[Any]:
         @functools.wraps(fn)
         def body(*a: Any, **kw: Any) -> Any:
             try:
@@ -58,7 +60,7 @@ def ops_task(*args: Any, **kwargs: Any) -> Any:
                 )
                 raise Exit(code=1) from None
 
-        return task(body, **kwargs)
+        return Task(body, **kwargs)
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])

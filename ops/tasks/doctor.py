@@ -14,7 +14,7 @@ DOCTOR_SETTINGS = [
 ]
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         "context": "Kube context to check (a context outside the allow-list must be named here)",
         "namespace": "Namespace to look for (default: development)",

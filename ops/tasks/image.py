@@ -89,7 +89,7 @@ def run_push(settings: Settings, refs: Sequence[ImageRef]) -> list[PushedTag]:
     return pushed
 
 
-@ops_task(help=HELP, iterable=["tag"])  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(help=HELP, iterable=["tag"])
 def build(
     c: Context,
     tag: list[str] | None = None,
@@ -114,7 +114,7 @@ def build(
     run_build(settings, plan, verbose=verbose)
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         "tag": "An extra local tag to push as well (it must exist); repeatable",
         "dry_run": "Print what would be pushed and touch nothing",

@@ -11,7 +11,7 @@ from ops.tasks.image import BUILD_SETTINGS, PUSH_SETTINGS, build_plan_items, run
 from ops.tasks.rollout import ROLLOUT_SETTINGS, rollout_plan_items, run_restart
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         "no_push": "Build only; do not push (and so do not roll out)",
         "no_rollout": "Build and push, but do not restart the Deployment",

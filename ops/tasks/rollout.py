@@ -68,7 +68,7 @@ def run_restart(settings: Settings, target: KubeTarget, *, undo_on_failure: bool
     return result
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         **TARGET_HELP,
         "timeout": "Seconds to wait for the rollout to complete (default: 300)",
@@ -99,7 +99,7 @@ def restart(
     run_restart(settings, target, undo_on_failure=undo_on_failure)
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         **TARGET_HELP,
         "wait": "Wait until the rollout completes (like `kubectl rollout status`)",

@@ -31,7 +31,7 @@ CLUSTER_HELP = {
 }
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         "example": "Template folder (default: secrets.example)",
         "secrets_dir": CLUSTER_HELP["secrets_dir"],
@@ -67,7 +67,7 @@ def init(
             console.success(line)
 
 
-@ops_task(  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(
     help={
         **CLUSTER_HELP,
         "dry_run": "Print the plan (values masked) and change nothing",
@@ -127,7 +127,7 @@ def apply(
             console.success(f"{ch.name}: {_past(ch.action)}{keys}")
 
 
-@ops_task(help=CLUSTER_HELP)  # type: ignore[untyped-decorator, unused-ignore]
+@ops_task(help=CLUSTER_HELP)
 def check(
     c: Context,
     context: str | None = None,

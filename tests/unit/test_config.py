@@ -29,7 +29,9 @@ def test_defaults_are_the_seed_names(workdir: Path) -> None:
 
 
 def test_precedence_default_dotenv_environment_flag(workdir: Path) -> None:
-    (workdir / ".env").write_text("MANIFEST_NAMESPACE=from-dotenv\nMANIFEST_DEPLOYMENT=dotenv-app\n")
+    (workdir / ".env").write_text(
+        "MANIFEST_NAMESPACE=from-dotenv\nMANIFEST_DEPLOYMENT=dotenv-app\n"
+    )
     environ = {"MANIFEST_NAMESPACE": "from-env", "MANIFEST_DATABASE": "envdb"}
 
     settings = load_settings({"database": "flagdb", "context": None}, environ=environ)

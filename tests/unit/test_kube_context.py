@@ -35,7 +35,9 @@ def kubeconfig(tmp_path: Path, current: str) -> Path:
 
 
 def test_current_context_on_the_allow_list_is_used(tmp_path: Path) -> None:
-    settings = load_settings({"kubeconfig": str(kubeconfig(tmp_path, "docker-desktop"))}, environ={})
+    settings = load_settings(
+        {"kubeconfig": str(kubeconfig(tmp_path, "docker-desktop"))}, environ={}
+    )
     target = resolve_target(settings)
     assert (target.context, target.namespace) == ("docker-desktop", "development")
 
@@ -63,7 +65,7 @@ def test_context_from_the_environment_still_needs_the_allow_list(tmp_path: Path)
 def test_unknown_context_lists_the_known_ones(tmp_path: Path) -> None:
     path = kubeconfig(tmp_path, "docker-desktop")
     settings = load_settings({"kubeconfig": str(path), "context": "typo"}, environ={})
-    with pytest.raises(ContextError, match="not in the kubeconfig.*docker-desktop, prod-eu"):
+    with pytest.raises(ContextError, match=r"not in the kubeconfig.*docker-desktop, prod-eu"):
         resolve_target(settings)
 
 

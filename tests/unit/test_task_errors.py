@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_inv(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
     )
 
 
