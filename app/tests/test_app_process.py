@@ -34,7 +34,7 @@ def test_sigterm_keeps_serving_then_drains_in_flight_requests(
     fresh_database: str,
     start_app: Callable[..., AppProcess],
 ) -> None:
-    delay = 1.5
+    delay = 3.0
     env = {**db_env(postgres_server, fresh_database), "SHUTDOWN_DELAY": str(delay)}
     app = start_app(env)
     app.wait_for("/health/ready")
@@ -58,7 +58,7 @@ def test_sigterm_keeps_serving_then_drains_in_flight_requests(
         # Inside the delay: still serving new requests, but telling the Service to go away.
         during_live = app.get("/health/live")
         during_ready = app.get("/health/ready")
-        time.sleep(delay + 0.7)
+        time.sleep(delay + 1.0)
         # After the delay the listener is closed, while the in-flight request still waits.
         with pytest.raises(httpx.ConnectError):
             app.get("/health/live")
