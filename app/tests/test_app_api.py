@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from app_helpers import settings_for, wait_for_status
 from fastapi.testclient import TestClient
 
+from student_api.main import create_app
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -184,3 +186,33 @@ def test_metrics_count_routes_statuses_and_pool(client: TestClient) -> None:
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     with runtime.engine.connect():
         assert "db_pool_connections_in_use 1.0" in client.get("/metrics").text
+
+
+def test_works_as_a_plain_owner_with_a_password_full_of_url_characters(
+    postgres_server: PostgresServer, fresh_database: str
+) -> None:
+    # As in production: app_user owns studentdb but is no superuser; and a password with
+    # characters that would break a hand-built URL.
+    password = "p@ss/w:rd%40?#&'\" x"
+    quoted = password.replace("'", "''")
+    postgres_server.psql(f"CREATE ROLE app_user_t LOGIN PASSWORD '{quoted}'")
+    try:
+        postgres_server.psql(f'ALTER DATABASE "{fresh_database}" OWNER TO app_user_t')
+        settings = settings_for(
+            postgres_server, fresh_database, db_user="app_user_t", db_password=password
+        )
+        with TestClient(create_app(settings)) as client:
+            wait_for_status(client.get, "/health/ready")
+            created = client.post("/api/student", json={"name": "Max", "age": 25})
+            listed = client.get("/api/student")
+        owner = postgres_server.psql(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'student'", fresh_database
+        )
+    finally:
+        postgres_server.drop_database(fresh_database)
+        postgres_server.create_database(fresh_database)
+        postgres_server.psql("DROP ROLE IF EXISTS app_user_t")
+
+    assert created.status_code == 201
+    assert listed.json() == [created.json()]
+    assert owner == "app_user_t"
