@@ -174,3 +174,18 @@ def test_a_command_that_stops_reading_ends_the_upload_at_once(protocols):
         )
     assert (result.exit_code, result.stderr_tail) == (3, "gave up")
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 125, 126, 65535, 65536, 300_001], ids=str)
+def test_client_frames_are_masked_as_websocket_client_would(size):
+    from websocket._abnf import ABNF
+
+    from ops.execstream import masked_frame
+
+    payload = os.urandom(size)
+    header, masked = masked_frame(payload)
+    key = header[-4:]
+    assert bytes(masked) == ABNF.mask(key, payload)
+    expected = ABNF(1, 0, 0, 0, ABNF.OPCODE_BINARY, 1, payload)
+    expected.get_mask_key = lambda _n: key
+    assert header + masked == expected.format()
