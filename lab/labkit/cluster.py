@@ -355,6 +355,11 @@ def _network_down() -> None:
 # --- up ------------------------------------------------------------------------
 
 
+def _flags(flags: dict[str, object]) -> list[str]:
+    """`--name=value` arguments, in order."""
+    return [f"--{name}={value}" for name, value in flags.items()]
+
+
 def _kubectl(paths: Paths, *args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
     kubectl = build.bin_dirs(paths)["kubectl"]
     return run([kubectl, "--kubeconfig", paths.kubeconfig, "--context", CONTEXT, *args], **kwargs)
@@ -545,169 +550,102 @@ def up(paths: Paths) -> None:
 
     _network_up()
     started = time.monotonic()
-    start_daemon(
-        paths,
-        "etcd",
-        [
-            b["etcd"],
-            "--name",
-            "lab",
-            "--data-dir",
-            d / "etcd",
-            "--listen-client-urls",
-            "http://127.0.0.1:2379",
-            "--advertise-client-urls",
-            "http://127.0.0.1:2379",
-            "--listen-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-cluster",
-            "lab=http://127.0.0.1:2380",
-            "--listen-metrics-urls",
-            "http://127.0.0.1:2381",
-            "--unsafe-no-fsync",
-            "--snapshot-count",
-            "10000",
-            "--quota-backend-bytes",
-            str(4 << 30),
-        ],
-    )
-    start_daemon(
-        paths,
-        "containerd",
-        ["containerd", "--config", _containerd_config(paths, images.PAUSE_IMAGE)],
-    )
-    start_daemon(
-        paths,
-        "kube-apiserver",
-        [
-            b["kube-apiserver"],
-            "--etcd-servers",
-            "http://127.0.0.1:2379",
-            "--advertise-address",
-            ip,
-            "--bind-address",
-            "0.0.0.0",
-            "--secure-port",
-            str(API_PORT),
-            "--service-cluster-ip-range",
-            SERVICE_CIDR,
-            "--service-node-port-range",
-            NODE_PORT_RANGE,
-            "--client-ca-file",
-            files["ca"],
-            "--tls-cert-file",
-            files["apiserver"],
-            "--tls-private-key-file",
-            files["apiserver-key"],
-            "--kubelet-client-certificate",
-            files["kubelet-client"],
-            "--kubelet-client-key",
-            files["kubelet-client-key"],
-            "--kubelet-certificate-authority",
-            files["ca"],
-            "--kubelet-preferred-address-types",
-            "InternalIP",
-            "--service-account-issuer",
-            "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file",
-            files["sa-pub"],
-            "--service-account-signing-key-file",
-            files["sa-key"],
-            "--authorization-mode",
-            "Node,RBAC",
-            "--enable-admission-plugins",
-            "NodeRestriction",
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--endpoint-reconciler-type",
-            "lease",
-        ],
-    )
-    wait_for(
-        "containerd",
-        lambda: _ctr(paths, "version", check=False, quiet=True, capture=True).returncode == 0,
-        30,
-    )
+    etcd_flags: dict[str, object] = {
+        "name": "lab",
+        "data-dir": d / "etcd",
+        "listen-client-urls": "http://127.0.0.1:2379",
+        "advertise-client-urls": "http://127.0.0.1:2379",
+        "listen-peer-urls": "http://127.0.0.1:2380",
+        "initial-advertise-peer-urls": "http://127.0.0.1:2380",
+        "initial-cluster": "lab=http://127.0.0.1:2380",
+        "listen-metrics-urls": "http://127.0.0.1:2381",
+        "unsafe-no-fsync": "true",  # a throwaway cluster: speed over durability
+        "snapshot-count": 10000,
+        "quota-backend-bytes": 4 << 30,
+    }
+    start_daemon(paths, "etcd", [b["etcd"], *_flags(etcd_flags)])
+    containerd_config = _containerd_config(paths, images.PAUSE_IMAGE)
+    start_daemon(paths, "containerd", ["containerd", "--config", containerd_config])
+    apiserver_flags: dict[str, object] = {
+        "etcd-servers": "http://127.0.0.1:2379",
+        "advertise-address": ip,
+        "bind-address": "0.0.0.0",
+        "secure-port": API_PORT,
+        "service-cluster-ip-range": SERVICE_CIDR,
+        "service-node-port-range": NODE_PORT_RANGE,
+        "client-ca-file": files["ca"],
+        "tls-cert-file": files["apiserver"],
+        "tls-private-key-file": files["apiserver-key"],
+        "kubelet-client-certificate": files["kubelet-client"],
+        "kubelet-client-key": files["kubelet-client-key"],
+        "kubelet-certificate-authority": files["ca"],
+        "kubelet-preferred-address-types": "InternalIP",
+        "service-account-issuer": "https://kubernetes.default.svc.cluster.local",
+        "service-account-key-file": files["sa-pub"],
+        "service-account-signing-key-file": files["sa-key"],
+        "authorization-mode": "Node,RBAC",
+        "enable-admission-plugins": "NodeRestriction",
+        "allow-privileged": "true",
+        "profiling": "false",
+        "endpoint-reconciler-type": "lease",
+    }
+    start_daemon(paths, "kube-apiserver", [b["kube-apiserver"], *_flags(apiserver_flags)])
+
+    def containerd_answers() -> bool:
+        return _ctr(paths, "version", check=False, quiet=True, capture=True).returncode == 0
+
+    wait_for("containerd", containerd_answers, 30)
     for name, image in node_images.items():
         _ctr(paths, "images", "import", image.tarball, capture=True)
         info(f"node image {name}: {image.ref} imported into containerd (k8s.io)")
     wait_for("kube-apiserver /readyz", lambda: _kubectl_ok(paths, "get", "--raw", "/readyz"), 90)
     info(f"kube-apiserver ready after {time.monotonic() - started:.0f}s")
+
+    cm = files["controller-manager.kubeconfig"]
+    controller_manager_flags: dict[str, object] = {
+        "kubeconfig": cm,
+        "authentication-kubeconfig": cm,
+        "authorization-kubeconfig": cm,
+        "bind-address": "127.0.0.1",
+        "leader-elect": "false",
+        "use-service-account-credentials": "true",
+        "service-account-private-key-file": files["sa-key"],
+        "root-ca-file": files["ca"],
+        "cluster-signing-cert-file": files["ca"],
+        "cluster-signing-key-file": files["ca-key"],
+        "allocate-node-cidrs": "true",
+        "cluster-cidr": POD_CIDR,
+        "node-cidr-mask-size": 24,
+        "service-cluster-ip-range": SERVICE_CIDR,
+        # PVCs get hostPath PVs under /tmp/hostpath_pv (StorageClass `hostpath`).
+        "enable-hostpath-provisioner": "true",
+        "controllers": "*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+    }
     start_daemon(
         paths,
         "kube-controller-manager",
-        [
-            b["kube-controller-manager"],
-            "--kubeconfig",
-            files["controller-manager.kubeconfig"],
-            "--authentication-kubeconfig",
-            files["controller-manager.kubeconfig"],
-            "--authorization-kubeconfig",
-            files["controller-manager.kubeconfig"],
-            "--bind-address",
-            "127.0.0.1",
-            "--leader-elect=false",
-            "--use-service-account-credentials=true",
-            "--service-account-private-key-file",
-            files["sa-key"],
-            "--root-ca-file",
-            files["ca"],
-            "--cluster-signing-cert-file",
-            files["ca"],
-            "--cluster-signing-key-file",
-            files["ca-key"],
-            "--allocate-node-cidrs=true",
-            "--cluster-cidr",
-            POD_CIDR,
-            "--node-cidr-mask-size",
-            "24",
-            "--service-cluster-ip-range",
-            SERVICE_CIDR,
-            "--enable-hostpath-provisioner=true",
-            "--controllers",
-            "*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
-        ],
+        [b["kube-controller-manager"], *_flags(controller_manager_flags)],
     )
-    start_daemon(
-        paths,
-        "kube-scheduler",
-        [
-            b["kube-scheduler"],
-            "--kubeconfig",
-            files["scheduler.kubeconfig"],
-            "--authentication-kubeconfig",
-            files["scheduler.kubeconfig"],
-            "--authorization-kubeconfig",
-            files["scheduler.kubeconfig"],
-            "--bind-address",
-            "127.0.0.1",
-            "--leader-elect=false",
-        ],
-    )
+    sched = files["scheduler.kubeconfig"]
+    scheduler_flags: dict[str, object] = {
+        "kubeconfig": sched,
+        "authentication-kubeconfig": sched,
+        "authorization-kubeconfig": sched,
+        "bind-address": "127.0.0.1",
+        "leader-elect": "false",
+    }
+    start_daemon(paths, "kube-scheduler", [b["kube-scheduler"], *_flags(scheduler_flags)])
     _cni_config(paths)
-    start_daemon(
-        paths,
-        "kubelet",
-        [
-            b["kubelet"],
-            "--config",
-            _kubelet_config(paths, files),
-            "--kubeconfig",
-            files["kubelet.kubeconfig"],
-            "--root-dir",
-            d / "kubelet" / "root",
-            "--cert-dir",
-            d / "kubelet" / "pki",
-            "--hostname-override",
-            NODE,
-            "--node-ip",
-            ip,
-            "--v",
-            "1",
-        ],
-    )
+    kubelet_flags: dict[str, object] = {
+        "config": _kubelet_config(paths, files),
+        "kubeconfig": files["kubelet.kubeconfig"],
+        "root-dir": d / "kubelet" / "root",
+        "cert-dir": d / "kubelet" / "pki",
+        "hostname-override": NODE,
+        "node-ip": ip,
+        "v": 1,
+    }
+    start_daemon(paths, "kubelet", [b["kubelet"], *_flags(kubelet_flags)])
     start_daemon(
         paths, "kube-proxy", [b["kube-proxy"], "--config", _proxy_config(paths, files, ip)]
     )
