@@ -236,14 +236,17 @@ def main() -> None:
                 if case == "pipe":
                     floor[mib] = r["seconds"]
                 mbs = mib * MiB / r["seconds"] / 1e6
-                ratio = (floor[mib] / r["seconds"]) if mib in floor else float("nan")
+                ratio_text = f"{floor[mib] / r['seconds']:7.2f}x" if mib in floor else "       -"
                 spg = r["seconds"] * 1024 / mib
                 per_gib.setdefault(case, []).append(spg)
                 print(
                     f"{case:<10} {mib:>5} MiB {r['seconds']:>8.2f} {mbs:>8.0f} "
-                    f"{r['rss_mib']:>8.0f} {ratio:>7.2f}x {spg:>10.2f}"
+                    f"{r['rss_mib']:>8.0f} {ratio_text} {spg:>10.2f}"
                 )
-        print("\nLinearity (seconds per GiB at the largest size / at the smallest; 1.0 = linear):")
+        print(
+            "\nLinearity (seconds per GiB at the largest size / at the smallest; 1.0 = linear,"
+            " below 1: a per-exec constant amortised):"
+        )
         for case, values in per_gib.items():
             print(f"  {case:<10} {values[-1] / values[0]:.2f}")
     finally:
