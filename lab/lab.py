@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         _timed(phases[args.command])
     except LabError as exc:
         print(f"[lab] FAILED ({args.command}): {exc}", file=sys.stderr, flush=True)
+        if args.command in {"up", "cluster-up", "services-up"}:
+            cluster.dump_logs(paths)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -800,6 +801,16 @@ def down(paths: Paths) -> None:
     if HOSTPATH_PV_DIR.exists():
         shutil.rmtree(HOSTPATH_PV_DIR, ignore_errors=True)
     info("cluster down: no lab processes, no mounts left")
+
+
+def dump_logs(paths: Paths, lines: int = 25) -> None:
+    """The tail of every component's log (for a failed start in CI)."""
+    for name in ("dockerd", "registry", *CONTROL_PLANE, *NODE_DAEMONS):
+        log = paths.logs / f"{name}.log"
+        if log.exists():
+            tail = log.read_bytes().decode(errors="replace").splitlines()[-lines:]
+            print(f"----- {log} (last {len(tail)} lines)", file=sys.stderr)
+            print("\n".join(tail), file=sys.stderr, flush=True)
 
 
 def status(paths: Paths) -> None:
