@@ -651,7 +651,15 @@ def up(paths: Paths) -> None:
         paths, "kube-proxy", [b["kube-proxy"], "--config", _proxy_config(paths, files, ip)]
     )
 
-    update_env(paths, {"KUBECONFIG": str(paths.kubeconfig), "MANIFEST_TEST_KUBE_CONTEXT": CONTEXT})
+    update_env(
+        paths,
+        {
+            "KUBECONFIG": str(paths.kubeconfig),
+            "MANIFEST_TEST_KUBE_CONTEXT": CONTEXT,
+            # For people and scripts; the suite itself needs no kubectl.
+            "MANIFEST_LAB_KUBECTL": str(binaries["kubectl"]),
+        },
+    )
     wait_for(f"node {NODE} to register", lambda: _kubectl_ok(paths, "get", "node", NODE), 90)
     _kubectl(paths, "wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=120s", capture=True)
     info(f"node Ready after {time.monotonic() - started:.0f}s")
