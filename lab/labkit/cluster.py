@@ -52,6 +52,7 @@ API_SERVICE_IP = "10.96.0.1"
 DNS_IP = "10.96.0.10"
 BRIDGE = "lab0"
 CHAIN = "LAB-FORWARD"
+CNI_MARK = "manifest-lab"  # the CNI network name, in the comments of its iptables rules
 # NodePorts stay clear of 30002 (the registry) and of the rest of 30000-30999.
 NODE_PORT_RANGE = "31000-32767"
 HOSTPATH_PV_DIR = Path("/tmp/hostpath_pv")  # fixed by the controller-manager's hostpath provisioner
@@ -351,6 +352,40 @@ def _network_down() -> None:
         pass
     _iptables("-F", CHAIN, check=False)
     _iptables("-X", CHAIN, check=False)
+
+
+def _ours(chain: str, rules: list[str]) -> bool:
+    """KUBE-* chains (kubelet's; kube-proxy --cleanup removes its own) and CNI-*
+    chains whose rules all name our CNI network. Docker's chains are never touched."""
+    if chain.startswith("KUBE-"):
+        return True
+    return chain.startswith("CNI-") and all(CNI_MARK in rule for rule in rules)
+
+
+def _iptables_leftovers() -> None:
+    """Rules and chains a killed kubelet or pod left behind."""
+    import shlex
+
+    for table in ("filter", "nat", "mangle"):
+        dump = output(["iptables-save", "-t", table], check=False)
+        chains = [line[1:].split()[0] for line in dump.splitlines() if line.startswith(":")]
+        rules: dict[str, list[str]] = {chain: [] for chain in chains}
+        for line in dump.splitlines():
+            if line.startswith("-A "):
+                rules.setdefault(line.split()[1], []).append(line)
+        doomed = {chain for chain in chains if _ours(chain, rules.get(chain, []))}
+        for chain, lines in rules.items():
+            if chain in doomed:
+                continue
+            for line in lines:
+                args = shlex.split(line)
+                target = args[args.index("-j") + 1] if "-j" in args else ""
+                if target in doomed or CNI_MARK in line:
+                    _iptables("-t", table, "-D", *args[1:], check=False)
+        for chain in doomed:
+            _iptables("-t", table, "-F", chain, check=False)
+        for chain in doomed:
+            _iptables("-t", table, "-X", chain, check=False)
 
 
 # --- up ------------------------------------------------------------------------
@@ -793,6 +828,7 @@ def down(paths: Paths) -> None:
     if binaries["kube-proxy"].exists():
         run([binaries["kube-proxy"], "--cleanup"], check=False, quiet=True, capture=True)
     _network_down()
+    _iptables_leftovers()
     for ns in sorted(Path("/var/run/netns").glob("cni-*")):
         run(["ip", "netns", "delete", ns.name], check=False, quiet=True, capture=True)
     if Path(f"/sys/class/net/{BRIDGE}").exists():
