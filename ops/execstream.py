@@ -18,8 +18,10 @@ import contextlib
 import functools
 import json
 import os
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
@@ -322,13 +324,43 @@ class _FrameReader:
     websocket-client's ``recv_data_frame`` makes four small reads per frame (the API server
     sends 4 KiB frames: ~25,000 frames per 100 MB); here one read takes a whole TLS record
     or more. Server frames are never masked (RFC 6455 5.1).
+
+    Reads take ``lock``, the lock every send takes: OpenSSL forbids SSL_read and SSL_write
+    on one connection at once (Python 3.11's ssl does not serialise them), and doing both
+    from two threads corrupts the TLS state. The wait for data happens outside the lock.
     """
 
-    def __init__(self, sock: socket.socket, read_size: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        lock: threading.Lock,
+        *,
+        timeout: float,
+        read_size: int = 1024 * 1024,
+    ) -> None:
         self.sock = sock
+        self.lock = lock
+        self.timeout = timeout
         self.read_size = read_size
         self.buf = bytearray()
         self.pos = 0
+
+    def _readable(self, wait: float) -> bool:
+        pending = getattr(self.sock, "pending", None)  # bytes OpenSSL already decrypted
+        if pending is not None and pending():
+            return True
+        return bool(select.select([self.sock], [], [], wait)[0])
+
+    def _recv(self) -> bytes:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            with self.lock:
+                if self._readable(0):
+                    return self.sock.recv(self.read_size)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no data")
+            self._readable(min(remaining, 1.0))
 
     def _need(self, n: int) -> None:
         if len(self.buf) - self.pos >= n:
@@ -337,7 +369,7 @@ class _FrameReader:
             del self.buf[: self.pos]
             self.pos = 0
         while len(self.buf) < n:
-            data = self.sock.recv(self.read_size)
+            data = self._recv()
             if not data:
                 raise ConnectionError("the API server closed the connection")
             self.buf += data
@@ -388,7 +420,7 @@ class _Session:
             self._start(lambda: self._feed(stdin, progress))
         status: bytearray | None = None
         out_bytes = 0
-        reader = _FrameReader(self.ws.sock)
+        reader = _FrameReader(self.ws.sock, self.ws.lock, timeout=self.keepalive * 3)
         channel = -1
         while True:
             try:
@@ -477,6 +509,12 @@ class _Session:
                     progress(len(chunk))
             if self.protocol == V5 and not self._stop.is_set():
                 self.ws.send(bytes([_CLOSE, _STDIN]), ABNF.OPCODE_BINARY)
+        except TimeoutError as exc:  # the API server took nothing for 3 keep-alive periods
+            self._feeder_error = ExecFailed(
+                "the API server stopped taking input", hint="Run it again; nothing was kept."
+            )
+            self._feeder_error.__cause__ = exc
+            self.ws.abort()
         except (WebSocketConnectionClosedException, OSError):
             pass  # the remote side ended first; its exit status tells what happened
 

@@ -141,10 +141,17 @@ class _Session:
             self.status({"status": "Failure", "reason": "InternalError", "message": str(exc)})
             self.close()
             return
-        for channel in (1, 2, 3):
-            self.send(channel, b"")  # like the API server: an empty frame per channel
+        try:
+            self.serve(proc)
+        finally:
+            # Like the kubelet: when the stream is gone, so is the command's stdin.
+            self._close_stdin(proc)
+
+    def serve(self, proc: subprocess.Popen[bytes]) -> None:
         reader = threading.Thread(target=self.read_client, args=(proc,), daemon=True)
         reader.start()
+        for channel in (1, 2, 3):
+            self.send(channel, b"")  # like the API server: an empty frame per channel
         stderr = threading.Thread(target=self.pump_stderr, args=(proc,), daemon=True)
         stderr.start()
         sent = 0
