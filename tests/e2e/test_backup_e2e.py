@@ -395,3 +395,29 @@ def test_an_upload_into_a_command_that_exits_early_returns_at_once(lab):
     )
     assert (result.exit_code, result.stderr_tail) == (3, "gave up")
     assert time.monotonic() - started < 60
+
+
+def test_a_pod_that_is_not_running_is_one_clear_line(lab, core_v1):
+    from ops.errors import ClusterError
+
+    settings, _ = lab
+    core_v1.create_namespaced_pod(
+        settings.namespace,
+        {
+            "metadata": {"name": "pending-0"},
+            "spec": {
+                "containers": [{"name": "c", "image": "localhost:30002/does/not:exist"}],
+            },
+        },
+    )
+    stuck = load_settings(
+        {
+            "context": settings.context,
+            "namespace": settings.namespace,
+            "postgres_pod": "pending-0",
+            "backups_dir": str(settings.backups_dir),
+        },
+    )
+    with pytest.raises(ClusterError, match=r"pod 'pending-0' .* is Pending, not Running"):
+        backups.backup_now(stuck)
+    assert not settings.backups_dir.exists() or not list(settings.backups_dir.iterdir())
