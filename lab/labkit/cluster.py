@@ -580,6 +580,8 @@ def up(paths: Paths) -> None:
         log = paths.logs / f"{name}.log"
         if log.exists():
             log.replace(log.with_name(f"{name}.log.1"))
+    _ports_free()
+    _host_cleanup(paths)
     ip = node_ip()
     files = _pki(paths, ip)
     b = {name: str(path) for name, path in binaries.items()}
@@ -805,6 +807,39 @@ def _force_containers(paths: Paths) -> None:
         _ctr(paths, "tasks", "rm", "-f", task, check=False, capture=True, quiet=True)
 
 
+def _host_cleanup(paths: Paths) -> None:
+    """Network state a cluster leaves on the host: kube-proxy's and kubelet's rules,
+    pod network namespaces, the bridge. Also run before a start, because a lab whose
+    processes were killed (not taken down) leaves these behind, and a stale pod
+    namespace on the bridge would answer ARP for an address the new cluster hands out."""
+    binaries = build.bin_dirs(paths)
+    if binaries["kube-proxy"].exists():
+        run([binaries["kube-proxy"], "--cleanup"], check=False, quiet=True, capture=True)
+    _network_down()
+    _iptables_leftovers()
+    for ns in sorted(Path("/var/run/netns").glob("cni-*")):
+        run(["ip", "netns", "delete", ns.name], check=False, quiet=True, capture=True)
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        run(["ip", "link", "delete", BRIDGE], check=False, quiet=True, capture=True)
+
+
+def _ports_free() -> None:
+    """Only one lab cluster fits on a machine: its ports are fixed."""
+    import socket
+
+    busy = []
+    for port, what in ((API_PORT, "kube-apiserver"), (2379, "etcd"), (10250, "kubelet")):
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                busy.append(f"{port} ({what})")
+    if busy:
+        raise LabError(
+            f"ports {', '.join(busy)} are in use: another lab cluster runs here; take it down "
+            "with `MANIFEST_LAB_DIR=<its dir> python3 lab/lab.py cluster-down`"
+        )
+
+
 def down(paths: Paths) -> None:
     d = _dir(paths)
     if daemon_pid(paths, "kube-apiserver") is not None:
@@ -824,24 +859,17 @@ def down(paths: Paths) -> None:
     kill_pids(pids_matching(str(_containerd_sock(paths))), "containerd-shim")
     kill_pids(pids_matching(str(d)), "lab cluster")
 
-    binaries = build.bin_dirs(paths)
-    if binaries["kube-proxy"].exists():
-        run([binaries["kube-proxy"], "--cleanup"], check=False, quiet=True, capture=True)
-    _network_down()
-    _iptables_leftovers()
-    for ns in sorted(Path("/var/run/netns").glob("cni-*")):
-        run(["ip", "netns", "delete", ns.name], check=False, quiet=True, capture=True)
-    if Path(f"/sys/class/net/{BRIDGE}").exists():
-        run(["ip", "link", "delete", BRIDGE], check=False, quiet=True, capture=True)
-    run(
-        ["sh", "-c", "iptables-save -t nat | grep -q 'CNI-' && echo cni-left"],
-        check=False,
-        quiet=True,
-    )
     unmount_under(d)
     left = mounts_under(d)
     if left:
         raise LabError(f"mounts left under {d}: {left[:5]}")
+    try:
+        _ports_free()
+    except LabError:
+        # Ours is stopped, so these ports belong to a cluster of another lab dir.
+        warn("another lab cluster runs here: its pod network, rules and volumes stay")
+        return
+    _host_cleanup(paths)
     if HOSTPATH_PV_DIR.exists():
         shutil.rmtree(HOSTPATH_PV_DIR, ignore_errors=True)
     info("cluster down: no lab processes, no mounts left")

@@ -103,6 +103,14 @@ def _trust_ca(paths: Paths) -> None:
     )
 
 
+def _port_busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def docker_env(paths: Paths) -> dict[str, str]:
     return {
         "DOCKER_HOST": f"unix://{paths.docker_sock}",
@@ -120,6 +128,11 @@ def up(paths: Paths) -> None:
     _trust_ca(paths)
     ca = registry_ca(paths)
 
+    if daemon_pid(paths, "registry") is None and _port_busy(int(REGISTRY.split(":")[1])):
+        raise LabError(
+            f"{REGISTRY} is in use by another process (another lab's registry? take it down "
+            "with `MANIFEST_LAB_DIR=<its dir> python3 lab/lab.py services-down`)"
+        )
     # The Docker engine: everything under $LAB/docker.
     d = paths.docker
     start_daemon(
