@@ -12,7 +12,6 @@ go to pods, services and this machine: a LAB-FORWARD chain drops the rest.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -886,14 +885,10 @@ def dump_logs(paths: Paths, lines: int = 25) -> None:
 
 
 def status(paths: Paths) -> None:
-    for name in (*("dockerd", "registry"), *CONTROL_PLANE, *NODE_DAEMONS):
+    for name in ("dockerd", "registry", *CONTROL_PLANE, *NODE_DAEMONS):
         pid = daemon_pid(paths, name)
         print(f"{name:<24} {'running, pid ' + str(pid) if pid else 'stopped'}")
     if daemon_pid(paths, "kube-apiserver") and paths.kubeconfig.exists():
         _kubectl(paths, "get", "nodes,pods", "-A", "-o", "wide", check=False, quiet=True)
-    print(f"env: {paths.env_file}")
-    print(
-        json.dumps(
-            {"docker": docker_env(paths)["DOCKER_HOST"], "kubeconfig": str(paths.kubeconfig)}
-        )
-    )
+    print(f"env: {paths.env_file}  (DOCKER_HOST={docker_env(paths)['DOCKER_HOST']})")
+    print(f"kubeconfig: {paths.kubeconfig}  (context {CONTEXT})")
