@@ -236,6 +236,7 @@ def test_a_restore_failing_midway_leaves_the_database_unchanged(lab):
 def test_to_daemon_checks_sha256_in_the_pod_and_never_overwrites(lab):
     settings, runner = lab
     path, info = backups.backup_now(settings)
+    _wait_for_daemon(settings)
     where, digest, _pruned = backups.to_daemon(settings, path, name=path.name)
     assert digest == info.sha256 and "postgres-backup" in where
     daemon = backups.daemon_runner(settings)
@@ -252,6 +253,19 @@ def test_to_daemon_checks_sha256_in_the_pod_and_never_overwrites(lab):
     session = backups.prepare_restore(settings, file=None, from_daemon=path.name)
     report = backups.run_restore(session)
     assert report.tables == {"public.student": 5000}
+
+
+def _wait_for_daemon(settings: Any) -> None:
+    from ops.errors import ClusterError
+
+    def daemon_up() -> bool:
+        try:
+            backups.daemon_runner(settings)
+        except ClusterError:
+            return False
+        return True
+
+    wait_until(daemon_up, timeout=120, what="the backup daemon's pod")
 
 
 def test_pg_dump_failing_in_the_pod_shows_its_stderr(lab):
@@ -301,9 +315,14 @@ def test_a_missing_pod_is_one_clear_line(lab):
 def test_the_daemon_own_backups_are_listed_and_restore(lab):
     settings, runner = lab
     before = fingerprint(runner)
+    _wait_for_daemon(settings)
     daemon = backups.daemon_runner(settings)
-    # The loop's first run may have met a database still starting; make one now.
-    daemon.run(["sh", "/scripts/backup.sh", "once"])
+
+    # The loop's first run may have met a database (or Service) still starting: run one now.
+    def one_backup() -> bool:
+        return daemon.run(["sh", "/scripts/backup.sh", "once"], check=False).exit_code == 0
+
+    wait_until(one_backup, timeout=60, what="a daemon backup", interval=2)
     listed = backups.list_daemon(daemon, check=True)
     assert any(b.name.startswith("continuous-") and b.format == "plain" for b in listed), listed
     assert all(b.verified == "sha256 ok" for b in listed), listed
