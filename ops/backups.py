@@ -140,6 +140,16 @@ class Verification:
     header: DumpHeader
     checks: tuple[str, ...]
     info: BackupInfo | None
+    stat: tuple[int, int] = (0, 0)  # size and mtime (ns) of the file that was checked
+
+    def still_valid(self) -> bool:
+        """The file is the one that was checked (same size and modification time)."""
+        return self.stat != (0, 0) and _stat_of(self.path) == self.stat
+
+
+def _stat_of(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -402,7 +412,8 @@ def verify_backup(
     if not path.is_file():
         raise CorruptBackup(f"{path} does not exist", hint="`inv backup.list` shows the backups.")
     checks: list[str] = []
-    size = path.stat().st_size
+    stat = _stat_of(path)
+    size = stat[0]
     info: BackupInfo | None = None
     try:
         info = BackupInfo.read(sidecar_of(path))
@@ -448,7 +459,7 @@ def verify_backup(
         checks.append("full read skipped (the sha256 is that of pg_dump's complete output)")
     else:
         checks.append("full read skipped (no pg_restore to read it with)")
-    return Verification(path=path, header=header, checks=tuple(checks), info=info)
+    return Verification(path=path, header=header, checks=tuple(checks), info=info, stat=stat)
 
 
 def row_counts(runner: CommandRunner, database: str) -> dict[str, int]:
@@ -546,11 +557,18 @@ def restore_backup(
     compression: int = 0,
     require_sidecar: bool = True,
     progress: ProgressFactory = _no_progress,
+    verified: Verification | None = None,
 ) -> RestoreReport:
-    """Verify ``path``, take a safety backup, then restore it in one transaction."""
-    verification = verify_backup(
-        path, full_reader=full_reader, progress=progress, require_sidecar=require_sidecar
-    )
+    """Verify ``path``, take a safety backup, then restore it in one transaction.
+
+    ``verified``: a check of this file made before (while the user read the plan); it
+    stands if the file has not changed since, else the file is checked again.
+    """
+    verification = verified
+    if verification is None or verification.path != path or not verification.still_valid():
+        verification = verify_backup(
+            path, full_reader=full_reader, progress=progress, require_sidecar=require_sidecar
+        )
     safety = None
     if safety_backup:
         safety, _ = take_backup(
@@ -1107,6 +1125,7 @@ class RestoreSession:
     safety_backup: bool
     require_sidecar: bool
     plan: list[tuple[str, str]]
+    verification: Verification | None = None
 
 
 def prepare_restore(
@@ -1126,6 +1145,7 @@ def prepare_restore(
     on a dry run.
     """
     described: list[tuple[str, str]] = []
+    verification = None
     if file is not None:
         verification = _verify_for_restore(settings, file, require_sidecar, progress)
         info = verification.info
@@ -1174,6 +1194,7 @@ def prepare_restore(
         safety_backup=safety_backup,
         require_sidecar=require_sidecar,
         plan=plan,
+        verification=verification,
     )
 
 
@@ -1221,6 +1242,7 @@ def run_restore(
         compression=settings.backup_compression,
         require_sidecar=session.require_sidecar,
         progress=progress,
+        verified=session.verification,
     )
     protect = [path] + ([report.safety_backup] if report.safety_backup else [])
     prune_local(settings.backups_dir, settings.backup_keep, protect=protect)

@@ -564,3 +564,17 @@ def test_a_plain_dump_made_without_clean_still_replaces_the_data(
     assert counts(postgres_server, db) == before
     assert plain_sql(postgres_server, db) == schema_before
     assert report.tables == {"public.blobs": 2000, "public.student": 20000}
+
+
+def test_a_file_changed_after_its_check_is_checked_again(tmp_path, postgres_server, source, db):
+    path, info = backups.take_backup(source, backups_dir=tmp_path)
+    checked = backups.verify_backup(path, full_reader=None)
+    assert checked.still_valid()
+    flip_byte(path, info.size // 2)  # e.g. while the user was reading the plan
+    assert not checked.still_valid()
+    before = counts(postgres_server, db)
+    with pytest.raises(CorruptBackup, match="sha256 differs"):
+        backups.restore_backup(
+            path, source, full_reader=None, backups_dir=tmp_path, verified=checked
+        )
+    assert counts(postgres_server, db) == before
