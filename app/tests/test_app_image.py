@@ -19,7 +19,7 @@ import pytest
 from app_helpers import free_port
 
 from tests.support.postgres import PostgresServer
-from tests.support.services import missing, require
+from tests.support.services import host_ca_bundle, missing, require
 
 if TYPE_CHECKING:
     import docker
@@ -29,16 +29,6 @@ pytestmark = pytest.mark.integration
 APP_DIR = Path(__file__).resolve().parents[1]
 BUILD_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "alembic.ini")
 BUILD_DIRS = ("student_api", "alembic")
-
-
-def _ca_bundle() -> Path | None:
-    """The host's CA bundle: PyPI may sit behind a TLS proxy that only the host trusts."""
-    for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-        value = os.environ.get(name)
-        if value and Path(value).is_file():
-            return Path(value)
-    default = Path("/etc/ssl/certs/ca-certificates.crt")
-    return default if default.is_file() else None
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +71,7 @@ def app_image(
         shutil.copytree(
             APP_DIR / name, context / name, ignore=shutil.ignore_patterns("__pycache__")
         )
-    ca = _ca_bundle()
+    ca = host_ca_bundle()
     if ca is not None:
         shutil.copy2(ca, context / "extra-ca.crt")
     tag = f"manifest-app-test:{uuid.uuid4().hex[:10]}"

@@ -25,7 +25,7 @@ import pytest
 from tests.e2e.conftest import Registry, wait_until
 from tests.manifests.render import K8S, OVERLAYS, Manifest, find, find_kustomize, in_namespace
 from tests.manifests.render import render as kustomize_build
-from tests.support.services import missing, require
+from tests.support.services import host_ca_bundle, missing, require
 
 pytestmark = pytest.mark.e2e
 
@@ -99,16 +99,6 @@ def docker_engine() -> Iterator[Any]:
     engine.close()
 
 
-def _ca_bundle() -> Path | None:
-    """The host's CA bundle, for pip inside the build (PyPI may sit behind a TLS proxy)."""
-    for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-        value = os.environ.get(name)
-        if value and Path(value).is_file():
-            return Path(value)
-    default = Path("/etc/ssl/certs/ca-certificates.crt")
-    return default if default.is_file() else None
-
-
 @pytest.fixture(scope="module")
 def app_image(
     docker_engine: Any, registry: Registry, tmp_path_factory: pytest.TempPathFactory
@@ -127,7 +117,7 @@ def app_image(
             )
         else:
             shutil.copy2(entry, context / entry.name)
-    ca = _ca_bundle()
+    ca = host_ca_bundle()
     if ca is not None:
         shutil.copy2(ca, context / "extra-ca.crt")
     tag = f"e2e-{uuid.uuid4().hex[:10]}"
