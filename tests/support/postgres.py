@@ -69,10 +69,15 @@ class PostgresServer:
             "PGUSER": self.superuser,
             "PGPASSWORD": self.password,
             "PGDATABASE": dbname,
+            # A stopped or frozen server must fail a test, not hang the whole session.
+            "PGCONNECT_TIMEOUT": "10",
         }
 
     def dsn(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{self.superuser}:{self.password}@{self.host}:{self.port}/{dbname}"
+        return (
+            f"postgresql://{self.superuser}:{self.password}@{self.host}:{self.port}/{dbname}"
+            "?connect_timeout=10"
+        )
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL with psql (ON_ERROR_STOP); returns unaligned, tuples-only output."""
