@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Generic, Literal, TypeVar
 
 from ops.config import Settings
 from ops.errors import (
@@ -227,13 +227,20 @@ def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
+# Large reads into one reused buffer: hashlib lets go of the GIL while it hashes a chunk,
+# so fewer, larger chunks leave the GIL to a thread working beside it (prepare_restore).
+_HASH_CHUNK = 8 * 1024 * 1024
+
+
 def sha256_of(path: Path, progress: Progress | None = None) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            digest.update(chunk)
+    buffer = bytearray(_HASH_CHUNK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
             if progress is not None:
-                progress(len(chunk))
+                progress(n)
     return digest.hexdigest()
 
 
@@ -945,6 +952,16 @@ def ensure_running(target: KubeTarget, pod: str) -> None:
         )
 
 
+def _restore_source(settings: Settings) -> Source:
+    """The pod to restore into, with its exec protocol already learned."""
+    from ops.execstream import PodExec
+
+    source = pod_source(settings)
+    if isinstance(source.runner, PodExec):
+        source.runner.protocol()
+    return source
+
+
 def pod_source(settings: Settings) -> Source:
     """The postgres pod as a backup source, checked to be running."""
     from ops.execstream import PodExec
@@ -1114,6 +1131,36 @@ def _rehash(backups_dir: Path, listed: ListedBackup) -> ListedBackup:
     return ListedBackup(**{**asdict(listed), "verified": "sha256 ok" if ok else "SHA256 MISMATCH"})
 
 
+_T = TypeVar("_T")
+
+
+class _InBackground(Generic[_T]):
+    """``fn()`` in a daemon thread; ``result()`` waits for it and re-raises its error.
+
+    A daemon thread, not an executor: a corrupt file must be reported at once, without
+    waiting for a lookup stuck on an unreachable API server.
+    """
+
+    def __init__(self, fn: Callable[[], _T]) -> None:
+        self._fn = fn
+        self._value: _T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> _T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
 @dataclass(frozen=True, kw_only=True)
 class RestoreSession:
     """A checked restore, ready to run once the user agreed to its plan."""
@@ -1146,8 +1193,15 @@ def prepare_restore(
     """
     described: list[tuple[str, str]] = []
     verification = None
+    # The pod lookup (with the Kubernetes client's import, ~0.7 s, and the exec protocol)
+    # runs while the file is hashed: hashlib releases the GIL, so on two cores the two
+    # overlap. A bad file is still reported first, and nothing touches the database before
+    # both are done.
+    pod_lookup = _InBackground(lambda: _restore_source(settings))
     if file is not None:
-        verification = _verify_for_restore(settings, file, require_sidecar, progress)
+        verification = _verify_for_restore(
+            file, require_sidecar, progress, pod=lambda: pod_lookup.result()
+        )
         info = verification.info
         described = [
             ("file", str(file)),
@@ -1160,7 +1214,7 @@ def prepare_restore(
             ),
             ("checks", "; ".join(verification.checks)),
         ]
-    source = pod_source(settings)
+    source = pod_lookup.result()
     if from_daemon is not None:
         runner = daemon_runner(settings)
         match = [b for b in list_daemon(runner) if b.name == from_daemon]
@@ -1205,14 +1259,14 @@ def _plain_note(file: Path | None) -> list[tuple[str, str]]:
 
 
 def _verify_for_restore(
-    settings: Settings, path: Path, require_sidecar: bool, progress: ProgressFactory
+    path: Path, require_sidecar: bool, progress: ProgressFactory, *, pod: Callable[[], Source]
 ) -> Verification:
     # With a sidecar, its sha256 proves the file is what pg_dump wrote after exiting 0;
     # without one, a full read (in the pod: the restoring pg_restore's own version) must.
     has_sidecar = sidecar_of(path).is_file()
     reader = None
     if not has_sidecar and path.is_file() and read_file_header(path).format == "custom":
-        reader = pod_source(settings).runner
+        reader = pod().runner
     return verify_backup(
         path, full_reader=reader, progress=progress, require_sidecar=require_sidecar
     )

@@ -98,7 +98,7 @@ class _Capture:
         self.limit = limit
         self.data = bytearray()
 
-    def write(self, data: bytes | memoryview) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         if len(self.data) + len(data) > self.limit:
             raise ExecFailed(
                 f"command printed more than {self.limit} bytes; give it a stdout file",
@@ -145,6 +145,10 @@ def exit_code_from_status(raw: bytes) -> tuple[int | None, str]:
     return None, message
 
 
+# API server URL -> the exec protocol it chose, learned once per process.
+_PROTOCOLS: dict[str, str] = {}
+
+
 class PodExec:
     """Runs commands in one pod's container over the exec API (a fresh client per stream)."""
 
@@ -169,6 +173,26 @@ class PodExec:
     def where(self) -> str:
         return f"pod {self.pod} ({self.target.context}/{self.target.namespace})"
 
+    def protocol(self) -> str:
+        """The exec protocol of this API server, learned with one empty command.
+
+        Under v5 stdin goes straight into the command and ends with the close signal; only
+        under v4 does it pass the ``head -c N`` wrapper, an extra pipe in the pod that costs
+        CPU beside the command it feeds (seconds per GB on a busy node).
+        """
+        key = str(self._client_factory(self.target).configuration.host)
+        if key not in _PROTOCOLS:
+            ws, protocol = self._connect(["sh", "-c", "exit 0"], with_stdin=False)
+            session = _Session(
+                ws, protocol=protocol, chunk_size=self.chunk_size, keepalive=self.keepalive_seconds
+            )
+            try:
+                session.pump(None, _Capture(), None)
+            finally:
+                session.close()
+            _PROTOCOLS[key] = protocol
+        return _PROTOCOLS[key]
+
     def run(
         self,
         argv: Sequence[str],
@@ -184,15 +208,21 @@ class PodExec:
         Any exit (Ctrl-C included) closes the websocket, which ends the remote command's
         stdin and stdout: a remote ``pg_dump`` dies of SIGPIPE, a reader sees EOF.
         """
+        expected = None
         if stdin is not None:
-            argv = sized_stdin(argv, stdin_size)
+            expected = self.protocol()
+            argv = sized_stdin(argv, None if expected == V5 else stdin_size)
         ws, protocol = self._connect(list(argv), with_stdin=stdin is not None)
-        if stdin is not None and stdin_size is None and protocol != V5:
-            ws.close()
+        if stdin is not None and protocol != V5 and (stdin_size is None or protocol != expected):
+            ws.close()  # the command ends at once: its stdin sees EOF before any input
             raise ExecFailed(
                 f"the API server speaks {protocol or 'an old exec protocol'}, which cannot "
-                "end stdin; the size of the input is needed",
-                hint="Upgrade the cluster to Kubernetes 1.30 or later, or pass the size.",
+                "end stdin"
+                + ("; the size of the input is needed" if stdin_size is None else "")
+                + ("" if protocol == expected else f" (it spoke {expected} a moment ago)"),
+                hint="Upgrade the cluster to Kubernetes 1.30 or later, or pass the size."
+                if stdin_size is None
+                else "Run it again.",
             )
         sink = stdout if stdout is not None else _Capture()
         session = _Session(
@@ -336,12 +366,14 @@ class _FrameReader:
         lock: threading.Lock,
         *,
         timeout: float,
-        read_size: int = 1024 * 1024,
+        read_size: int = 64 * 1024,
     ) -> None:
         self.sock = sock
         self.lock = lock
         self.timeout = timeout
-        self.read_size = read_size
+        # One reused buffer: recv(n) allocates n bytes per call, and above 128 KiB each of
+        # those is an mmap/munmap pair; a read returns at most one TLS record (16 KiB).
+        self._scratch = memoryview(bytearray(read_size))
         self.buf = bytearray()
         self.pos = 0
 
@@ -351,12 +383,12 @@ class _FrameReader:
             return True
         return bool(select.select([self.sock], [], [], wait)[0])
 
-    def _recv(self) -> bytes:
+    def _recv(self) -> memoryview:
         deadline = time.monotonic() + self.timeout
         while True:
             with self.lock:
                 if self._readable(0):
-                    return self.sock.recv(self.read_size)
+                    return self._scratch[: self.sock.recv_into(self._scratch)]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("no data")
@@ -374,7 +406,7 @@ class _FrameReader:
                 raise ConnectionError("the API server closed the connection")
             self.buf += data
 
-    def next(self) -> tuple[int, bool, bytes]:
+    def next(self) -> tuple[int, bool, bytearray]:
         """(opcode, fin, payload) of the next frame."""
         self._need(2)
         first, second = self.buf[self.pos], self.buf[self.pos + 1]
@@ -389,7 +421,7 @@ class _FrameReader:
             raise ConnectionError("the server sent a masked frame (protocol error)")
         self._need(head + length)
         start = self.pos + head
-        payload = bytes(self.buf[start : start + length])
+        payload = self.buf[start : start + length]
         self.pos = start + length
         return first & 0x0F, bool(first & 0x80), payload
 
@@ -422,6 +454,17 @@ class _Session:
         out_bytes = 0
         reader = _FrameReader(self.ws.sock, self.ws.lock, timeout=self.keepalive * 3)
         channel = -1
+        # The API server sends stdout in frames of a few KiB; gathering them into chunks
+        # makes one write, one hash update and one progress step per chunk, not per frame.
+        pending = bytearray()
+
+        def flush() -> None:
+            if pending:
+                stdout.write(pending)
+                if progress is not None and stdin is None:
+                    progress(len(pending))
+                pending.clear()
+
         while True:
             try:
                 opcode, _fin, data = reader.next()
@@ -438,7 +481,7 @@ class _Session:
                 break
             if opcode == ABNF.OPCODE_PING:
                 with contextlib.suppress(Exception):
-                    self.ws.pong(data)
+                    self.ws.pong(bytes(data))
                 continue
             if opcode == ABNF.OPCODE_CONT:
                 payload = memoryview(data)  # a fragment continues the last channel
@@ -449,15 +492,16 @@ class _Session:
             else:
                 continue  # pongs: they only keep the read timeout from firing
             if channel == _STDOUT:
-                stdout.write(payload)
+                pending += payload
                 out_bytes += len(payload)
-                if progress is not None and stdin is None:
-                    progress(len(payload))
+                if len(pending) >= self.chunk_size:
+                    flush()
             elif channel == _STDERR:
                 self.stderr.add(payload)
             elif channel == _STATUS:
                 status = (status or bytearray()) + payload
         self._end_threads()
+        flush()
         if self._feeder_error is not None:
             raise self._feeder_error
         return (bytes(status) if status is not None else None), out_bytes, self._stdin_bytes
@@ -531,14 +575,34 @@ def _xor_tables() -> tuple[bytes, ...]:
     return tuple(bytes(b ^ k for b in range(256)) for k in range(256))
 
 
-def masked_frame(payload: bytes) -> tuple[bytes, bytearray]:
-    """A client's binary frame (RFC 6455 5.3): header with a fresh random 4-byte key, and
-    the masked payload.
+def _translate_mask(payload: bytes, key: bytes) -> bytes | bytearray:
+    """XOR with ``key`` as four strided ``bytes.translate`` calls (one per key byte)."""
+    tables = _xor_tables()
+    masked = bytearray(len(payload))
+    for i in range(4):
+        masked[i::4] = payload[i::4].translate(tables[key[i]])
+    return masked
 
-    The XOR runs as four strided ``bytes.translate`` calls (one per key byte): C loops,
-    2.5x faster than websocket-client's pure-Python masking, which capped uploads at
-    ~240 MB/s of one core.
-    """
+
+def _mask_function() -> Callable[[bytes, bytes], bytes | bytearray]:
+    # The `websockets` package's C helper XORs at memory speed (~40 GB/s here, SSE2).
+    # websocket-client masks in pure Python (~240 MB/s of one core) and our translate
+    # fallback does ~900 MB/s: at 1 GB that is a second of CPU taken from the API server,
+    # kubelet and pg_restore on the same machine. The fallback serves platforms without
+    # a wheel of `websockets`.
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:
+        return _translate_mask
+    return apply_mask
+
+
+_apply_mask = _mask_function()
+
+
+def masked_frame(payload: bytes) -> tuple[bytes, bytes | bytearray]:
+    """A client's binary frame (RFC 6455 5.3): header with a fresh random 4-byte key, and
+    the masked payload."""
     key = os.urandom(4)
     length = len(payload)
     if length < 126:
@@ -547,11 +611,7 @@ def masked_frame(payload: bytes) -> tuple[bytes, bytearray]:
         header = bytes([0x82, 0x80 | 126]) + length.to_bytes(2, "big")
     else:
         header = bytes([0x82, 0x80 | 127]) + length.to_bytes(8, "big")
-    tables = _xor_tables()
-    masked = bytearray(length)
-    for i in range(4):
-        masked[i::4] = payload[i::4].translate(tables[key[i]])
-    return header + key, masked
+    return header + key, _apply_mask(payload, key)
 
 
 def program_name(argv: Sequence[str]) -> str:

@@ -50,6 +50,21 @@ def test_v5_ends_stdin_with_the_close_signal_without_a_size():
     assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.parametrize(
+    ("protocols", "wrapped"), [((V5, V4), False), ((V4,), True)], ids=["v5", "v4-only"]
+)
+def test_stdin_goes_through_head_c_only_where_the_protocol_needs_it(protocols, wrapped):
+    data = os.urandom(10_000)
+    with fake_exec_server(protocols=protocols) as server:
+        runner = pod_exec(server)
+        for _ in range(2):
+            runner.run(["cat"], stdin=io.BytesIO(data), stdin_size=len(data), stdout=io.BytesIO())
+        commands = server.behaviour.commands
+    # One empty command learns the protocol, once per API server; then the two uploads.
+    assert [c[-1] for c in commands] == ["exit 0", "cat", "cat"]
+    assert all(("head -c" in " ".join(c)) == wrapped for c in commands[1:])
+
+
 def test_v4_without_a_size_refuses_instead_of_hanging():
     with (
         fake_exec_server(protocols=(V4,)) as server,
@@ -189,3 +204,20 @@ def test_client_frames_are_masked_as_websocket_client_would(size):
     expected = ABNF(1, 0, 0, 0, ABNF.OPCODE_BINARY, 1, payload)
     expected.get_mask_key = lambda _n: key
     assert header + masked == expected.format()
+
+
+@pytest.mark.parametrize("size", [0, 3, 4, 5, 65536, 300_001], ids=str)
+def test_the_fallback_mask_equals_websocket_clients(size):
+    from websocket._abnf import ABNF
+
+    from ops.execstream import _translate_mask
+
+    payload, key = os.urandom(size), os.urandom(4)
+    assert bytes(_translate_mask(payload, key)) == ABNF.mask(key, payload)
+
+
+def test_uploads_mask_with_the_c_helper_when_installed():
+    pytest.importorskip("websockets.speedups")
+    from ops.execstream import _apply_mask, _translate_mask
+
+    assert _apply_mask is not _translate_mask
