@@ -13,12 +13,16 @@ of incompressible random bytes, then measures in one run:
            kubectl exec ... pg_dump -Fc > file              the seed's way, as the seed did it
            pg_dump -Fc -Z0 > /dev/null inside the pod      the limit
            pg_dump -Fc (default zlib) > /dev/null in pod   what compression costs
+  exec     the same number of bytes from /dev/zero through the exec API, by our stream
+           layer and by kubectl: the transport's own ceiling, without PostgreSQL
   restore  inv backup.restore --yes --no-safety-backup
            kubectl exec -i ... pg_restore ... < file
            pg_restore ... from a file inside the pod       the limit
 
-Rates are MB of database (pg_database_size) per second; RSS is the peak of the local
-process (the task, or kubectl), from wait4().
+Each figure is the median of --rounds rounds (default 3), the pairs taking turns, so a
+slow moment of the machine does not land on one side only. Rates are MB of database
+(pg_database_size) per second; RSS is the peak of the local process (the task, or
+kubectl), from wait4().
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import base64
 import json
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -164,10 +169,29 @@ def setup(scale: int, random_mib: int) -> int:
     return size
 
 
+# The exec transport alone: `head -c N /dev/zero` in the pod, streamed to /dev/null here.
+EXEC_ZEROS = """
+import os, sys
+from pathlib import Path
+from ops.execstream import PodExec
+from ops.kube import KubeTarget
+kubeconfig, context, namespace, size = sys.argv[1:]
+target = KubeTarget(kubeconfig=Path(kubeconfig), context=context, namespace=namespace)
+with open(os.devnull, "wb") as sink:
+    PodExec(target, "postgres-0").run(["head", "-c", size, "/dev/zero"], stdout=sink)
+"""
+
+
+def kubectl_exec(context: str, *argv: str, stdin: bool = False) -> list[str]:
+    flags = ["-i"] if stdin else []
+    return ["kubectl", "--context", context, "exec", *flags, "-n", NS, "postgres-0", "--", *argv]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=60)
     parser.add_argument("--random-mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3, help="Each figure is the median")
     parser.add_argument("--keep", action="store_true", help="Keep the namespace afterwards")
     args = parser.parse_args()
     for var in ("KUBECONFIG", "MANIFEST_TEST_POSTGRES_IMAGE", "MANIFEST_TEST_REGISTRY"):
@@ -177,143 +201,118 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="backup-bench-"))
     try:
         db_size = setup(args.scale, args.random_mib)
+        # Let the fill's writes and autovacuum settle, so they slow no one measurement.
+        in_pod("sh", "-c", PG, "psql", "-q", "-d", "studentdb", "-c", "VACUUM ANALYZE")
+        in_pod("sh", "-c", PG, "psql", "-q", "-d", "studentdb", "-c", "CHECKPOINT")
         inv = [sys.executable, "-m", "invoke"]
         where = ["--context", context, "--namespace", NS, "--backups-dir", str(work)]
         env = {**os.environ, "MANIFEST_BACKUP_KEEP": "50"}
-        rows: list[tuple[str, str, float, float, float | None]] = []
+        pg_dump = ["sh", "-c", PG, "pg_dump", "-d", "studentdb", "-Fc"]
+        restore_args = [
+            *("sh", "-c", PG, "pg_restore", "-d", "studentdb", "--single-transaction"),
+            *("--clean", "--if-exists", "--no-owner", "--exit-on-error"),
+        ]
+        in_pod_dump = 'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -U "$POSTGRES_USER" -d studentdb -Fc'
+        # name -> (kind, seconds per round, peak RSS MiB per round, local CPU per round, bytes)
+        runs: dict[str, tuple[str, list[float], list[float], list[float], int]] = {}
 
-        def row(kind: str, name: str, seconds: float, rss: float | None, size: int) -> None:
-            rows.append((kind, name, seconds, db_size / seconds / 1e6, rss))
-            rss_text = f"{rss:8.0f}" if rss is not None else "       -"
-            cpu_text = f"{CPU_SECONDS[-1]:6.1f} s" if rss is not None else "       -"
-            print(
-                f"{kind:<8} {name:<44} {seconds:7.1f} s {db_size / seconds / 1e6:7.0f} MB/s "
-                f"{rss_text} MiB {cpu_text}  {size / 1e6:8.0f} MB out",
-                flush=True,
+        def record(kind: str, name: str, seconds: float, rss: float | None, size: int) -> None:
+            entry = runs.setdefault(name, (kind, [], [], [], size))
+            entry[1].append(seconds)
+            if rss is not None:
+                entry[2].append(rss)
+                entry[3].append(CPU_SECONDS[-1])
+            print(f"  round {len(entry[1])}: {name:<46} {seconds:6.1f} s", flush=True)
+
+        def in_pod_timed(kind: str, name: str, script: str) -> None:
+            started = time.perf_counter()
+            in_pod("sh", "-c", script)
+            record(kind, name, time.perf_counter() - started, None, 0)
+
+        ours = work / "none-yet"
+        for _ in range(args.rounds):
+            for old in work.glob("*.dump*"):
+                old.unlink()
+            s, rss = timed([*inv, "backup.now", *where], env=env)
+            ours = next(work.glob("*.dump"))
+            size = ours.stat().st_size
+            record("dump", "inv backup.now (-Fc -Z0)", s, rss, size)
+            seed_z0 = work / "seed-z0.dump"
+            s, rss = timed(kubectl_exec(context, *pg_dump, "-Z0"), stdout_path=seed_z0)
+            record("dump", "kubectl exec pg_dump -Fc -Z0 > file", s, rss, seed_z0.stat().st_size)
+            seed = work / "seed.dump"
+            s, rss = timed(kubectl_exec(context, *pg_dump), stdout_path=seed)
+            record("dump", "kubectl exec pg_dump -Fc > file (seed)", s, rss, seed.stat().st_size)
+            in_pod_timed(
+                "dump", "in the pod: pg_dump -Fc -Z0 > /dev/null", f"{in_pod_dump} -Z0 >/dev/null"
+            )
+            in_pod_timed(
+                "dump", "in the pod: pg_dump -Fc (zlib) > /dev/null", f"{in_pod_dump} >/dev/null"
+            )
+            # the transport alone, as many bytes as our dump
+            n = str(size)
+            s, rss = timed(
+                [sys.executable, "-c", EXEC_ZEROS, os.environ["KUBECONFIG"], context, NS, n]
+            )
+            record("exec", "our stream: head -c N /dev/zero > /dev/null", s, rss, size)
+            s, rss = timed(
+                kubectl_exec(context, "head", "-c", n, "/dev/zero"), stdout_path=Path(os.devnull)
+            )
+            record("exec", "kubectl exec head -c N /dev/zero > /dev/null", s, rss, size)
+            # restores
+            restore_task = ["backup.restore", "--file", str(ours), "--yes", "--no-safety-backup"]
+            s, rss = timed([*inv, *restore_task, *where], env=env)
+            record("restore", "inv backup.restore (one transaction)", s, rss, 0)
+            s, rss = timed(kubectl_exec(context, *restore_args, stdin=True), stdin_path=ours)
+            record("restore", "kubectl exec -i pg_restore < file", s, rss, 0)
+            in_pod("sh", "-c", f"{in_pod_dump} -Z0 -f /tmp/in-pod.dump")
+            started = time.perf_counter()
+            in_pod(*restore_args, "/tmp/in-pod.dump")
+            record(
+                "restore",
+                "in the pod: pg_restore from a local file",
+                time.perf_counter() - started,
+                None,
+                0,
             )
 
         print(
-            f"{'':<8} {'':<44} {'time':>9} {'db rate':>12} {'peak RSS':>12} "
-            f"{'local CPU':>9}  {'file':>11}"
+            f"\nmedians of {args.rounds} rounds; database {db_size / 1e6:.0f} MB\n"
+            f"{'':<8} {'':<46} {'time':>9} {'db rate':>12} {'peak RSS':>12} "
+            f"{'local CPU':>9}  {'bytes':>11}"
         )
-        # dumps
-        s, rss = timed([*inv, "backup.now", *where], env=env)
-        ours = max(work.glob("*.dump"), key=lambda p: p.stat().st_mtime)
-        row("dump", "inv backup.now (-Fc -Z0)", s, rss, ours.stat().st_size)
-        seed_z0 = work / "seed-z0.dump"
-        pg_dump = ["sh", "-c", PG, "pg_dump", "-d", "studentdb", "-Fc"]
-        s, rss = timed(
-            [
-                "kubectl",
-                "--context",
-                context,
-                "exec",
-                "-n",
-                NS,
-                "postgres-0",
-                "--",
-                *pg_dump,
-                "-Z0",
-            ],
-            stdout_path=seed_z0,
-        )
-        row("dump", "kubectl exec pg_dump -Fc -Z0 > file", s, rss, seed_z0.stat().st_size)
-        seed = work / "seed.dump"
-        s, rss = timed(
-            ["kubectl", "--context", context, "exec", "-n", NS, "postgres-0", "--", *pg_dump],
-            stdout_path=seed,
-        )
-        row("dump", "kubectl exec pg_dump -Fc > file (seed)", s, rss, seed.stat().st_size)
-        started = time.perf_counter()
-        in_pod(
-            "sh",
-            "-c",
-            'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -U "$POSTGRES_USER" '
-            "-d studentdb -Fc -Z0 > /dev/null",
-        )
-        row(
-            "dump",
-            "in the pod: pg_dump -Fc -Z0 > /dev/null",
-            time.perf_counter() - started,
-            None,
-            0,
-        )
-        started = time.perf_counter()
-        in_pod(
-            "sh",
-            "-c",
-            'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -U "$POSTGRES_USER" '
-            "-d studentdb -Fc > /dev/null",
-        )
-        row(
-            "dump",
-            "in the pod: pg_dump -Fc (zlib) > /dev/null",
-            time.perf_counter() - started,
-            None,
-            0,
-        )
-        # restores
-        s, rss = timed(
-            [*inv, "backup.restore", "--file", str(ours), "--yes", "--no-safety-backup", *where],
-            env=env,
-        )
-        row("restore", "inv backup.restore (one transaction)", s, rss, 0)
-        restore_args = [
-            "sh",
-            "-c",
-            PG,
-            "pg_restore",
-            "-d",
-            "studentdb",
-            "--single-transaction",
-            "--clean",
-            "--if-exists",
-            "--no-owner",
-            "--exit-on-error",
-        ]
-        s, rss = timed(
-            [
-                "kubectl",
-                "--context",
-                context,
-                "exec",
-                "-i",
-                "-n",
-                NS,
-                "postgres-0",
-                "--",
-                *restore_args,
-            ],
-            stdin_path=ours,
-        )
-        row("restore", "kubectl exec -i pg_restore < file", s, rss, 0)
-        in_pod(
-            "sh",
-            "-c",
-            'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -U "$POSTGRES_USER" '
-            "-d studentdb -Fc -Z0 -f /tmp/in-pod.dump",
-        )
-        started = time.perf_counter()
-        in_pod(*restore_args, "/tmp/in-pod.dump")
-        row(
-            "restore",
-            "in the pod: pg_restore from a local file",
-            time.perf_counter() - started,
-            None,
-            0,
-        )
+        by: dict[str, float] = {}
+        for name, (kind, seconds, rss_list, cpu, size) in runs.items():
+            secs = statistics.median(seconds)
+            by[name] = secs
+            rss_text = f"{max(rss_list):8.0f}" if rss_list else "       -"
+            cpu_text = f"{statistics.median(cpu):6.1f} s" if cpu else "       -"
+            print(
+                f"{kind:<8} {name:<46} {secs:7.1f} s {db_size / secs / 1e6:7.0f} MB/s "
+                f"{rss_text} MiB {cpu_text}  {size / 1e6:8.0f} MB"
+            )
+        print("(peak RSS: the largest of the rounds; exec rows move the dump's bytes)")
 
-        print("\nratios (same run; above 1.0 = ours is faster):")
-        by = {name: secs for _, name, secs, _, _ in rows}
+        print("\nratios of the medians (above 1.0 = ours is faster):")
         dump, restore = by["inv backup.now (-Fc -Z0)"], by["inv backup.restore (one transaction)"]
         for label, theirs, mine in (
             ("backup.now vs kubectl exec -Z0", "kubectl exec pg_dump -Fc -Z0 > file", dump),
             ("backup.now vs the seed (-Fc zlib)", "kubectl exec pg_dump -Fc > file (seed)", dump),
             ("backup.now vs the limit", "in the pod: pg_dump -Fc -Z0 > /dev/null", dump),
+            (
+                "backup.now vs the bare exec transport",
+                "kubectl exec head -c N /dev/zero > /dev/null",
+                dump,
+            ),
+            (
+                "our stream vs kubectl, bare transport",
+                "kubectl exec head -c N /dev/zero > /dev/null",
+                by["our stream: head -c N /dev/zero > /dev/null"],
+            ),
             ("restore vs kubectl exec -i", "kubectl exec -i pg_restore < file", restore),
             ("restore vs the limit", "in the pod: pg_restore from a local file", restore),
         ):
-            print(f"  {label:<36} {by[theirs] / mine:.2f}x")
+            print(f"  {label:<40} {by[theirs] / mine:.2f}x")
     finally:
         if not args.keep:
             kubectl("delete", "namespace", NS, "--wait=false", check=False)

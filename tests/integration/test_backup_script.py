@@ -132,6 +132,26 @@ def test_the_dump_restores_into_an_empty_database(
         postgres_server.drop_database(target)
 
 
+def test_the_dump_restores_over_the_live_database_it_came_from(
+    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
+) -> None:
+    assert run(shell, "once", backups, postgres_server, students).returncode == 0
+    (dump,) = backups.glob("*.sql")
+    postgres_server.psql(
+        "UPDATE student SET age = 99; INSERT INTO student (name, age) VALUES ('Later', 40)",
+        students,
+    )
+    subprocess.run(
+        [str(postgres_server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1"],
+        env=postgres_server.env(students),
+        stdin=dump.open("rb"),
+        capture_output=True,
+        check=True,
+    )
+    rows = postgres_server.psql("SELECT name, age FROM student ORDER BY id", students)
+    assert rows.splitlines() == ["Max|25", "Erika|31"]
+
+
 def test_retention_keeps_the_ten_newest_and_never_touches_part_files(
     shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
 ) -> None:

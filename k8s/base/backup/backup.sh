@@ -100,7 +100,10 @@ run_once() {
     sidecar_part="$target.sha256.part"
 
     # In the background, so that a TERM during a long dump is handled at once.
-    pg_dump --no-password --format=plain --file="$part" 2>"$errors" &
+    # --clean --if-exists: the dump drops what it recreates, so `psql -1 -f` restores it
+    # over the live database (as `inv backup.restore` does with its own plain dumps).
+    pg_dump --no-password --format=plain --clean --if-exists --no-owner --file="$part" \
+        2>"$errors" &
     worker=$!
     wait "$worker"
     status=$?
