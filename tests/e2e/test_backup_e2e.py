@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 
 from ops import backups
+from ops.backups.cluster import daemon_runner
+from ops.backups.commands import pg_command
+from ops.backups.daemon import list_daemon
 from ops.config import load_settings
 from ops.errors import BackupError, DumpFailed, NotFound, RestoreFailed
 from ops.execstream import PodExec
@@ -173,7 +176,7 @@ def lab(kube_api, core_v1, namespace, harbor_regcred, tmp_path, kube_context):
 
 def psql(runner: PodExec, sql: str, database: str = "studentdb") -> str:
     result = runner.run(
-        backups.pg_command(
+        pg_command(
             "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", sql
         )
     )
@@ -239,7 +242,7 @@ def test_to_daemon_checks_sha256_in_the_pod_and_never_overwrites(lab):
     _wait_for_daemon(settings)
     where, digest, _pruned = backups.to_daemon(settings, path, name=path.name)
     assert digest == info.sha256 and "postgres-backup" in where
-    daemon = backups.daemon_runner(settings)
+    daemon = daemon_runner(settings)
     check = daemon.run(["sh", "-c", 'cd /backups && sha256sum -c "$0.sha256"', path.name])
     assert b"OK" in check.stdout
     with pytest.raises(BackupError, match="already exists"):
@@ -260,7 +263,7 @@ def _wait_for_daemon(settings: Any) -> None:
 
     def daemon_up() -> bool:
         try:
-            backups.daemon_runner(settings)
+            daemon_runner(settings)
         except ClusterError:
             return False
         return True
@@ -316,14 +319,14 @@ def test_the_daemon_own_backups_are_listed_and_restore(lab):
     settings, runner = lab
     before = fingerprint(runner)
     _wait_for_daemon(settings)
-    daemon = backups.daemon_runner(settings)
+    daemon = daemon_runner(settings)
 
     # The loop's first run may have met a database (or Service) still starting: run one now.
     def one_backup() -> bool:
         return daemon.run(["sh", "/scripts/backup.sh", "once"], check=False).exit_code == 0
 
     wait_until(one_backup, timeout=60, what="a daemon backup", interval=2)
-    listed = backups.list_daemon(daemon, check=True)
+    listed = list_daemon(daemon, check=True)
     assert any(b.name.startswith("continuous-") and b.format == "plain" for b in listed), listed
     assert all(b.verified == "sha256 ok" for b in listed), listed
 

@@ -17,8 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from ops import backups
-from ops.backups import BackupInfo, LocalRunner, Source, sidecar_of
+from ops.backups.commands import pg_command, restore_command
+from ops.backups.daemon import _RECEIVE, fetch_from_daemon, list_daemon, send_to_daemon
+from ops.backups.dump import Source, take_backup
+from ops.backups.files import BackupInfo, sidecar_of, verify_backup
+from ops.backups.local import LocalRunner
+from ops.backups.restore import drill, restore_backup
 from ops.errors import BackupError, CorruptBackup, DumpFailed, ExecFailed, RestoreFailed
 from ops.execstream import PodExec
 from ops.kube import KubeTarget
@@ -92,7 +96,7 @@ def counts(postgres_server, database: str) -> str:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip_restores_an_identical_database(tmp_path, postgres_server, source, env, fmt):
-    path, info = backups.take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    path, info = take_backup(source, backups_dir=tmp_path, fmt=fmt)
     assert path.name.startswith(f"{source.database}-local-") and not list(tmp_path.glob("*.part"))
     assert info.size == path.stat().st_size and info.format == fmt
     assert info.server_version.startswith("15")
@@ -102,7 +106,7 @@ def test_round_trip_restores_an_identical_database(tmp_path, postgres_server, so
         target = Source(
             runner=LocalRunner(env=env), database=fresh, context="local", namespace="-", pod="-"
         )
-        report = backups.restore_backup(
+        report = restore_backup(
             path,
             target,
             full_reader=LocalRunner(env=env),
@@ -120,25 +124,25 @@ def test_restore_brings_changed_rows_back_and_keeps_a_safety_backup(
     tmp_path, postgres_server, source, db, fmt
 ):
     before = counts(postgres_server, db)
-    path, _ = backups.take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt=fmt)
     postgres_server.psql("DELETE FROM student WHERE id % 3 = 0; UPDATE student SET age = 1", db)
     changed = counts(postgres_server, db)
 
-    report = backups.restore_backup(path, source, full_reader=source.runner, backups_dir=tmp_path)
+    report = restore_backup(path, source, full_reader=source.runner, backups_dir=tmp_path)
 
     assert counts(postgres_server, db) == before
     assert report.safety_backup is not None and report.safety_backup != path
-    backups.verify_backup(report.safety_backup, full_reader=source.runner)
+    verify_backup(report.safety_backup, full_reader=source.runner)
     # the safety backup holds the state before the restore
-    backups.restore_backup(
+    restore_backup(
         report.safety_backup, source, full_reader=None, backups_dir=tmp_path, safety_backup=False
     )
     assert counts(postgres_server, db) == changed
 
 
 def test_drill_restores_into_a_scratch_database_and_drops_it(postgres_server, source, tmp_path):
-    path, _ = backups.take_backup(source, backups_dir=tmp_path)
-    restored, live = backups.drill(path, source)
+    path, _ = take_backup(source, backups_dir=tmp_path)
+    restored, live = drill(path, source)
     assert restored == live == {"public.blobs": 2000, "public.student": 20000}
     assert "_drill_" not in postgres_server.psql("SELECT string_agg(datname, ',') FROM pg_database")
 
@@ -155,27 +159,27 @@ def flip_byte(path: Path, offset: int) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("where", [0.1, 0.5, 0.99], ids=["early", "middle", "late"])
 def test_verify_catches_a_flipped_byte(tmp_path, source, fmt, where):
-    path, info = backups.take_backup(source, backups_dir=tmp_path, fmt=fmt)
-    backups.verify_backup(path, full_reader=source.runner)
+    path, info = take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    verify_backup(path, full_reader=source.runner)
     flip_byte(path, int(info.size * where))
     with pytest.raises(CorruptBackup, match="sha256 differs"):
-        backups.verify_backup(path, full_reader=source.runner)
+        verify_backup(path, full_reader=source.runner)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_verify_catches_truncation_with_and_without_a_sidecar(tmp_path, source, fmt):
-    path, info = backups.take_backup(source, backups_dir=tmp_path, fmt=fmt, compression=6)
+    path, info = take_backup(source, backups_dir=tmp_path, fmt=fmt, compression=6)
     rng = random.Random(6)
     whole = path.read_bytes()
     for cut in sorted(rng.sample(range(1, info.size), 20)):
         path.write_bytes(whole[:cut])
         with pytest.raises(CorruptBackup, match="bytes, its sidecar says"):
-            backups.verify_backup(path, full_reader=source.runner)
+            verify_backup(path, full_reader=source.runner)
         # without the sidecar, the format itself must still give the truncation away
         with pytest.raises(CorruptBackup):
-            backups.verify_backup(path, full_reader=source.runner, require_sidecar=False)
+            verify_backup(path, full_reader=source.runner, require_sidecar=False)
     path.write_bytes(whole)
-    backups.verify_backup(path, full_reader=source.runner, require_sidecar=False)
+    verify_backup(path, full_reader=source.runner, require_sidecar=False)
 
 
 @pytest.mark.parametrize(
@@ -190,7 +194,7 @@ def test_verify_rejects_a_file_of_another_format(tmp_path, source, content):
     path = tmp_path / "other.dump"
     path.write_bytes(content)
     with pytest.raises(CorruptBackup):
-        backups.verify_backup(path, full_reader=source.runner, require_sidecar=False)
+        verify_backup(path, full_reader=source.runner, require_sidecar=False)
 
 
 def test_verify_rejects_a_tar_archive_from_pg_dump(tmp_path, postgres_server, db):
@@ -201,18 +205,18 @@ def test_verify_rejects_a_tar_archive_from_pg_dump(tmp_path, postgres_server, db
         ["pg_dump", "-Ft", "-f", str(path), "-d", db], env=postgres_server.env(db), check=True
     )
     with pytest.raises(CorruptBackup, match="tar archive"):
-        backups.verify_backup(path, full_reader=None, require_sidecar=False)
+        verify_backup(path, full_reader=None, require_sidecar=False)
 
 
 def test_a_corrupt_file_is_rejected_before_the_database_is_touched(
     tmp_path, postgres_server, source, db
 ):
-    path, info = backups.take_backup(source, backups_dir=tmp_path)
+    path, info = take_backup(source, backups_dir=tmp_path)
     flip_byte(path, info.size // 2)
     postgres_server.psql("UPDATE student SET age = 99 WHERE id = 1", db)
     before = counts(postgres_server, db)
     with pytest.raises(CorruptBackup):
-        backups.restore_backup(path, source, full_reader=None, backups_dir=tmp_path)
+        restore_backup(path, source, full_reader=None, backups_dir=tmp_path)
     assert counts(postgres_server, db) == before
     assert len(list(tmp_path.glob("*.dump"))) == 1  # not even a safety backup was taken
 
@@ -228,28 +232,28 @@ def pod_source(server, db) -> Source:
 
 def test_a_connection_dropped_at_random_points_never_leaves_a_file(tmp_path, env, db):
     with fake_exec_server(env=env) as server:
-        complete, info = backups.take_backup(pod_source(server, db), backups_dir=tmp_path / "ok")
-        backups.verify_backup(complete, full_reader=LocalRunner(env=env))
+        complete, info = take_backup(pod_source(server, db), backups_dir=tmp_path / "ok")
+        verify_backup(complete, full_reader=LocalRunner(env=env))
         rng = random.Random(20)
         cuts = [0, 1, 5, info.size - 1, *rng.sample(range(6, info.size - 1), 20)]
         for cut in cuts:
             server.behaviour.drop_after_stdout_bytes = cut
             out = tmp_path / f"cut-{cut}"
             with pytest.raises(DumpFailed, match="without an exit status"):
-                backups.take_backup(pod_source(server, db), backups_dir=out)
+                take_backup(pod_source(server, db), backups_dir=out)
             assert list(out.iterdir()) == [], f"cut at {cut} left {list(out.iterdir())}"
 
 
 def test_any_truncated_stream_fails_verify(tmp_path, env, source):
     """What a cut connection would leave, if it were kept, never passes verify."""
-    path, info = backups.take_backup(source, backups_dir=tmp_path, compression=1)
+    path, info = take_backup(source, backups_dir=tmp_path, compression=1)
     whole = path.read_bytes()
     sidecar_of(path).unlink()
     rng = random.Random(21)
     for cut in [0, 1, 5, 100, info.size - 1, *rng.sample(range(101, info.size - 1), 20)]:
         path.write_bytes(whole[:cut])
         with pytest.raises(CorruptBackup):
-            backups.verify_backup(path, full_reader=LocalRunner(env=env), require_sidecar=False)
+            verify_backup(path, full_reader=LocalRunner(env=env), require_sidecar=False)
 
 
 def test_pg_dump_failing_shows_its_stderr_and_keeps_nothing(tmp_path, env):
@@ -257,7 +261,7 @@ def test_pg_dump_failing_shows_its_stderr_and_keeps_nothing(tmp_path, env):
         runner=LocalRunner(env=env), database="no_such_db", context="c", namespace="n", pod="p"
     )
     with pytest.raises(DumpFailed, match='database "no_such_db" does not exist'):
-        backups.take_backup(source, backups_dir=tmp_path)
+        take_backup(source, backups_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -266,7 +270,7 @@ def test_pg_dump_failing_in_the_pod_shows_its_stderr(tmp_path, env):
         fake_exec_server(env=env) as server,
         pytest.raises(DumpFailed, match='database "nope" does not exist'),
     ):
-        backups.take_backup(pod_source(server, "nope"), backups_dir=tmp_path)
+        take_backup(pod_source(server, "nope"), backups_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -306,7 +310,7 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, env, db, vi
             )
         )
         with pytest.raises(BackupError, match="No space left on device"):
-            backups.take_backup(
+            take_backup(
                 source,
                 backups_dir=out,
                 opener=lambda p: DiskFull(p, 300_000),  # type: ignore[arg-type, return-value]
@@ -321,7 +325,7 @@ def test_two_backups_at_once_do_not_clobber_each_other(tmp_path, source, env):
 
     def one() -> None:
         try:
-            results.append(backups.take_backup(source, backups_dir=tmp_path, now=when)[0])
+            results.append(take_backup(source, backups_dir=tmp_path, now=when)[0])
         except BaseException as exc:
             errors.append(exc)
 
@@ -333,7 +337,7 @@ def test_two_backups_at_once_do_not_clobber_each_other(tmp_path, source, env):
     assert not errors
     assert len({p.name for p in results}) == 3
     for path in results:
-        backups.verify_backup(path, full_reader=LocalRunner(env=env))
+        verify_backup(path, full_reader=LocalRunner(env=env))
         assert BackupInfo.read(sidecar_of(path)).file == path.name
 
 
@@ -359,7 +363,7 @@ def test_ctrl_c_mid_stream_removes_the_part_and_ends_pg_dump(tmp_path, env, db, 
         db,
     )
     with fake_exec_server(env=env) as server, pytest.raises(KeyboardInterrupt):
-        backups.take_backup(pod_source(server, db), backups_dir=tmp_path, progress=interrupt_after)
+        take_backup(pod_source(server, db), backups_dir=tmp_path, progress=interrupt_after)
     assert list(tmp_path.iterdir()) == []
     for _ in range(50):
         active = postgres_server.psql(
@@ -394,7 +398,7 @@ def write_with_sidecar(path: Path, content: bytes, fmt) -> None:
 
 
 def test_plain_restore_failing_midway_changes_nothing(tmp_path, postgres_server, source, db):
-    path, _ = backups.take_backup(source, backups_dir=tmp_path, fmt="plain")
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt="plain")
     text = path.read_bytes()
     # a statement that fails after the tables were dropped and half the data is back
     broken = text.replace(b"\nCOPY public.student", b"\nSELECT 1/0;\nCOPY public.student", 1)
@@ -404,12 +408,12 @@ def test_plain_restore_failing_midway_changes_nothing(tmp_path, postgres_server,
     postgres_server.psql("UPDATE student SET age = 7 WHERE id < 100", db)
     before = counts(postgres_server, db)
     with pytest.raises(RestoreFailed, match="division by zero"):
-        backups.restore_backup(bad, source, full_reader=None, backups_dir=tmp_path)
+        restore_backup(bad, source, full_reader=None, backups_dir=tmp_path)
     assert counts(postgres_server, db) == before
 
 
 def test_custom_restore_failing_midway_changes_nothing(tmp_path, postgres_server, source, db):
-    path, _ = backups.take_backup(source, backups_dir=tmp_path)
+    path, _ = take_backup(source, backups_dir=tmp_path)
     postgres_server.psql(
         "UPDATE student SET age = 7 WHERE id < 100;"
         # an object the dump does not know depends on a table --clean must drop: DROP fails
@@ -418,14 +422,14 @@ def test_custom_restore_failing_midway_changes_nothing(tmp_path, postgres_server
     )
     before = counts(postgres_server, db)
     with pytest.raises(RestoreFailed, match="depend"):
-        backups.restore_backup(path, source, full_reader=None, backups_dir=tmp_path)
+        restore_backup(path, source, full_reader=None, backups_dir=tmp_path)
     assert counts(postgres_server, db) == before
 
 
 def test_a_plain_restore_stream_cut_short_never_commits(tmp_path, postgres_server, env, db):
     """psql --single-transaction would COMMIT whatever arrived before EOF; ours cannot."""
     source = Source(runner=LocalRunner(env=env), database=db, context="c", namespace="n", pod="p")
-    path, _ = backups.take_backup(source, backups_dir=tmp_path, fmt="plain")
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt="plain")
     postgres_server.psql("UPDATE student SET age = 7 WHERE id < 100", db)
     before = counts(postgres_server, db)
     whole = b"BEGIN;\n" + path.read_bytes()
@@ -448,13 +452,11 @@ def test_a_plain_restore_stream_cut_short_never_commits(tmp_path, postgres_serve
     with fake_exec_server(env=env) as server:
         runner = pod_source(server, db).runner
         with pytest.raises((ConnectionResetError, ExecFailed)):
-            runner.run(
-                backups.restore_command(db, "plain"), stdin=CutShort(), stdin_size=len(whole)
-            )
+            runner.run(restore_command(db, "plain"), stdin=CutShort(), stdin_size=len(whole))
     assert counts(postgres_server, db) == before
 
     # The control: psql's own --single-transaction commits the same cut stream.
-    single = backups.pg_command(
+    single = pg_command(
         "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-", "-d", db
     )
     source.runner.run(single, stdin=io.BytesIO(cut[len(b"BEGIN;\n") :]), check=False)
@@ -468,13 +470,13 @@ def test_a_plain_restore_stream_cut_short_never_commits(tmp_path, postgres_serve
 def test_send_to_daemon_checks_sha256_there_and_never_overwrites(tmp_path, env, source, protocols):
     from tests.fakes.exec_server import V4, V5
 
-    path, info = backups.take_backup(source, backups_dir=tmp_path / "local")
+    path, info = take_backup(source, backups_dir=tmp_path / "local")
     volume = tmp_path / "volume"
     volume.mkdir()
     chosen = (V5, V4) if protocols == "v5" else (V4,)
     with fake_exec_server(env=env, protocols=chosen) as server:
         runner = pod_source(server, source.database).runner
-        digest = backups.send_to_daemon(path, runner, directory=str(volume))
+        digest = send_to_daemon(path, runner, directory=str(volume))
         assert digest == info.sha256
         import subprocess
 
@@ -484,15 +486,15 @@ def test_send_to_daemon_checks_sha256_there_and_never_overwrites(tmp_path, env, 
         other = tmp_path / "other.dump"
         other.write_bytes(b"PGDMP not the same")
         with pytest.raises(BackupError, match="already exists"):
-            backups.send_to_daemon(other, runner, name=path.name, directory=str(volume))
+            send_to_daemon(other, runner, name=path.name, directory=str(volume))
         assert (volume / path.name).read_bytes() == original
         assert sorted(p.name for p in volume.iterdir()) == [path.name, f"{path.name}.sha256"]
 
-        listed = backups.list_daemon(runner, check=True, directory=str(volume))
+        listed = list_daemon(runner, check=True, directory=str(volume))
         assert [(b.name, b.size, b.verified) for b in listed] == [
             (path.name, info.size, "sha256 ok")
         ]
-        fetched = backups.fetch_from_daemon(
+        fetched = fetch_from_daemon(
             path.name,
             runner,
             backups_dir=tmp_path / "fetched",
@@ -500,11 +502,11 @@ def test_send_to_daemon_checks_sha256_there_and_never_overwrites(tmp_path, env, 
             directory=str(volume),
         )
         assert fetched.read_bytes() == original
-        backups.verify_backup(fetched, full_reader=LocalRunner(env=env))
+        verify_backup(fetched, full_reader=LocalRunner(env=env))
 
 
 def test_an_upload_cut_short_leaves_nothing_in_the_volume(tmp_path, env, source):
-    path, _ = backups.take_backup(source, backups_dir=tmp_path / "local")
+    path, _ = take_backup(source, backups_dir=tmp_path / "local")
     volume = tmp_path / "volume"
     volume.mkdir()
 
@@ -528,7 +530,7 @@ def test_an_upload_cut_short_leaves_nothing_in_the_volume(tmp_path, env, source)
         size = path.stat().st_size
         with pytest.raises((ConnectionResetError, ExecFailed)):
             runner.run(
-                ["sh", "-c", backups._RECEIVE, str(volume), path.name, str(size), "0" * 64],
+                ["sh", "-c", _RECEIVE, str(volume), path.name, str(size), "0" * 64],
                 stdin=Cut(),
                 stdin_size=size,
             )
@@ -558,7 +560,7 @@ def test_a_plain_dump_made_without_clean_still_replaces_the_data(
     before = counts(postgres_server, db)
     schema_before = plain_sql(postgres_server, db)
     postgres_server.psql("DELETE FROM student WHERE id > 5", db)
-    report = backups.restore_backup(
+    report = restore_backup(
         path, source, full_reader=None, backups_dir=tmp_path, safety_backup=False
     )
     assert counts(postgres_server, db) == before
@@ -567,14 +569,12 @@ def test_a_plain_dump_made_without_clean_still_replaces_the_data(
 
 
 def test_a_file_changed_after_its_check_is_checked_again(tmp_path, postgres_server, source, db):
-    path, info = backups.take_backup(source, backups_dir=tmp_path)
-    checked = backups.verify_backup(path, full_reader=None)
+    path, info = take_backup(source, backups_dir=tmp_path)
+    checked = verify_backup(path, full_reader=None)
     assert checked.still_valid()
     flip_byte(path, info.size // 2)  # e.g. while the user was reading the plan
     assert not checked.still_valid()
     before = counts(postgres_server, db)
     with pytest.raises(CorruptBackup, match="sha256 differs"):
-        backups.restore_backup(
-            path, source, full_reader=None, backups_dir=tmp_path, verified=checked
-        )
+        restore_backup(path, source, full_reader=None, backups_dir=tmp_path, verified=checked)
     assert counts(postgres_server, db) == before

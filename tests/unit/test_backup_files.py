@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.backups import (
-    BackupInfo,
-    _publish,
-    backup_name,
-    dump_command,
-    pg_command,
-    prune_local,
-    restore_command,
-    sidecar_of,
-)
+from ops.backups.commands import dump_command, pg_command, restore_command
+from ops.backups.files import BackupInfo, _publish, backup_name, prune_local, sidecar_of
 from ops.errors import CorruptBackup
 from ops.pgformat import read_header
 

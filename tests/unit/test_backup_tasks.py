@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.backups import BackupInfo
+from ops.backups.files import BackupInfo
 from tests.unit.test_backup_files import custom_header
 
 ROOT = Path(__file__).resolve().parents[2]

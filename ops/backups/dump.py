@@ -1,0 +1,124 @@
+"""Taking a backup: pg_dump into a file that gets its name only once it is checked."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from ops.backups.commands import dump_command
+from ops.backups.files import (
+    BackupInfo,
+    HashingWriter,
+    ProgressFactory,
+    _no_progress,
+    _open_exclusive,
+    _publish,
+    backup_name,
+    sidecar_of,
+)
+from ops.errors import BackupError, CorruptBackup, DumpFailed, ExecFailed
+from ops.execstream import CommandRunner
+from ops.pgformat import DumpFormat, DumpHeader, plain_is_complete, read_header
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """Where the database lives: a runner for its tools plus names for the sidecar."""
+
+    runner: CommandRunner
+    database: str
+    context: str
+    namespace: str
+    pod: str
+
+
+# --- backup ----------------------------------------------------------------------------
+
+
+def take_backup(
+    source: Source,
+    *,
+    backups_dir: Path,
+    fmt: DumpFormat = "custom",
+    compression: int = 0,
+    progress: ProgressFactory = _no_progress,
+    opener: Callable[[Path], IO[bytes]] = _open_exclusive,
+    now: datetime | None = None,
+) -> tuple[Path, BackupInfo]:
+    """pg_dump into ``backups_dir/<db>-<context>-<time>.<ext>`` via a ``.part`` file.
+
+    The file gets its name only after exit status 0, non-empty output and the right
+    format; then the sidecar records its sha256. Any failure (Ctrl-C included) removes
+    the ``.part``.
+    """
+    when = now or datetime.now(UTC)
+    backups_dir.mkdir(parents=True, exist_ok=True)
+    name = backup_name(source.database, source.context, fmt, when)
+    part = backups_dir / f"{name}.{secrets.token_hex(4)}.part"
+    try:
+        with opener(part) as f:
+            writer = HashingWriter(f)
+            with progress(f"pg_dump {source.database}", None) as advance:
+                try:
+                    source.runner.run(
+                        dump_command(source.database, fmt, compression),
+                        stdout=writer,  # type: ignore[arg-type]
+                        progress=advance,
+                    )
+                except ExecFailed as exc:
+                    raise DumpFailed(
+                        f"backup of {source.database!r} failed: {exc.message}",
+                        database=source.database,
+                    ) from exc
+            f.flush()
+            os.fsync(f.fileno())
+        header = _check_dump_stream(writer, fmt, source.database, part)
+        info = BackupInfo(
+            file=name,
+            sha256=writer.digest.hexdigest(),
+            size=writer.size,
+            database=source.database,
+            format=fmt,
+            compression=header.compression or "none",
+            server_version=header.server_version,
+            source_context=source.context,
+            source_namespace=source.namespace,
+            source_pod=source.pod,
+            created=when.isoformat(timespec="seconds"),
+        )
+        final = _publish(part, backups_dir, name)
+        if final.name != name:
+            info = BackupInfo(**{**asdict(info), "file": final.name})
+        info.write(sidecar_of(final))
+        return final, info
+    except OSError as exc:
+        raise BackupError(
+            f"cannot write the backup in {backups_dir}: {exc.strerror or exc}",
+            hint="Free some disk space (or point --backups-dir elsewhere); "
+            "nothing partial was kept.",
+        ) from exc
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _check_dump_stream(
+    writer: HashingWriter, fmt: DumpFormat, database: str, part: Path
+) -> DumpHeader:
+    if writer.size == 0:
+        raise DumpFailed("pg_dump exited 0 but wrote nothing; nothing was kept")
+    try:
+        header = read_header(bytes(writer.head), name="the dump")
+    except CorruptBackup as exc:
+        raise DumpFailed(f"pg_dump's output is not a dump: {exc.message}") from exc
+    if header.format != fmt:
+        raise DumpFailed(f"asked pg_dump for {fmt} format, got {header.format}")
+    if fmt == "custom" and header.database != database:
+        raise DumpFailed(f"the dump is of database {header.database!r}, not {database!r}")
+    if fmt == "plain" and not plain_is_complete(part):
+        raise DumpFailed("the plain dump has no 'dump complete' trailer; nothing was kept")
+    return header

@@ -1,0 +1,296 @@
+"""Local backup files: names, sidecars, hashing, publishing, retention, listing, checks."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Literal
+
+from ops.backups.commands import full_read_command
+from ops.errors import BackupError, CorruptBackup
+from ops.execstream import CommandRunner, Progress
+from ops.pgformat import (
+    HEAD_BYTES,
+    DumpFormat,
+    DumpHeader,
+    plain_is_complete,
+    read_file_header,
+)
+
+ProgressFactory = Callable[[str, int | None], AbstractContextManager[Progress]]
+Where = Literal["local", "daemon"]
+
+SIDECAR_SUFFIX = ".json"
+EXTENSIONS: Mapping[DumpFormat, str] = {"custom": ".dump", "plain": ".sql"}
+
+
+def _no_progress(_description: str, _total: int | None) -> AbstractContextManager[Progress]:
+    return contextlib.nullcontext(lambda _n: None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupInfo:
+    """The JSON sidecar ``<file>.json`` written next to every local backup."""
+
+    file: str
+    sha256: str
+    size: int
+    database: str
+    format: DumpFormat
+    compression: str
+    server_version: str
+    source_context: str
+    source_namespace: str
+    source_pod: str
+    created: str  # ISO 8601, UTC
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> BackupInfo:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{k: raw[k] for k in cls.__dataclass_fields__})
+        except FileNotFoundError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptBackup(f"sidecar {path} is unreadable ({exc})") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification:
+    """The outcome of ``verify_backup``: every check that ran, in order."""
+
+    path: Path
+    header: DumpHeader
+    checks: tuple[str, ...]
+    info: BackupInfo | None
+    stat: tuple[int, int] = (0, 0)  # size and mtime (ns) of the file that was checked
+
+    def still_valid(self) -> bool:
+        """The file is the one that was checked (same size and modification time)."""
+        return self.stat != (0, 0) and _stat_of(self.path) == self.stat
+
+
+def _stat_of(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListedBackup:
+    name: str
+    where: Where
+    size: int
+    modified: datetime
+    format: str
+    verified: str
+
+
+# --- files -----------------------------------------------------------------------------
+
+
+def backup_name(database: str, context: str, fmt: DumpFormat, when: datetime) -> str:
+    safe_context = re.sub(r"[^A-Za-z0-9_.-]", "_", context)
+    return f"{database}-{safe_context}-{when:%Y%m%d-%H%M%S}{EXTENSIONS[fmt]}"
+
+
+def sidecar_of(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+# Large reads into one reused buffer: hashlib lets go of the GIL while it hashes a chunk,
+# so fewer, larger chunks leave the GIL to a thread working beside it (prepare_restore).
+_HASH_CHUNK = 8 * 1024 * 1024
+
+
+def sha256_of(path: Path, progress: Progress | None = None) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(_HASH_CHUNK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
+            if progress is not None:
+                progress(n)
+    return digest.hexdigest()
+
+
+class HashingWriter:
+    """Writes through to a file while hashing, counting and keeping the first bytes."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.head = bytearray()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.f.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        return len(data)
+
+
+def _open_exclusive(path: Path) -> IO[bytes]:
+    return path.open("xb")
+
+
+def _publish(part: Path, directory: Path, name: str) -> Path:
+    """Give ``part`` its final name without ever replacing a file (a hard link is atomic
+    and fails if the name exists); on a clash, the next free ``-2``, ``-3`` ... name."""
+    stem, dot, ext = name.partition(".")
+    for n in range(1, 100):
+        final = directory / (name if n == 1 else f"{stem}-{n}{dot}{ext}")
+        try:
+            os.link(part, final)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (some network or FAT file systems)
+            if final.exists():
+                continue
+            os.rename(part, final)
+            return final
+        part.unlink()
+        return final
+    raise BackupError(f"no free name for {name} in {directory}")
+
+
+def prune_local(backups_dir: Path, keep: int, *, protect: Sequence[Path] = ()) -> list[Path]:
+    """Keep the newest ``keep`` backups (with sidecars); never delete a protected one."""
+    protected = {p.resolve() for p in protect}
+    files = sorted(
+        (p for p in _local_backup_files(backups_dir)),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    removed = []
+    for path in files[keep:]:
+        if path.resolve() in protected:
+            continue
+        path.unlink(missing_ok=True)
+        sidecar_of(path).unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _local_backup_files(backups_dir: Path) -> list[Path]:
+    if not backups_dir.is_dir():
+        return []
+    return [
+        p
+        for p in backups_dir.iterdir()
+        if p.is_file() and p.suffix in (".dump", ".sql") and not p.name.startswith(".")
+    ]
+
+
+# --- verify ----------------------------------------------------------------------------
+
+
+def verify_backup(
+    path: Path,
+    *,
+    full_reader: CommandRunner | None,
+    progress: ProgressFactory = _no_progress,
+    require_sidecar: bool = True,
+) -> Verification:
+    """Check a local backup: sidecar sha256 and size, format, and a full read.
+
+    ``full_reader`` runs ``pg_restore`` for the full read of a custom dump (None: skip it,
+    and say so in the checks). Raises CorruptBackup on the first failed check.
+    """
+    if not path.is_file():
+        raise CorruptBackup(f"{path} does not exist", hint="`inv backup.list` shows the backups.")
+    checks: list[str] = []
+    stat = _stat_of(path)
+    size = stat[0]
+    info: BackupInfo | None = None
+    try:
+        info = BackupInfo.read(sidecar_of(path))
+    except FileNotFoundError:
+        if require_sidecar:
+            raise CorruptBackup(
+                f"{path} has no sidecar {sidecar_of(path).name}; its checksum is unknown",
+                hint="Only restore files made by `inv backup.now`, or pass --no-sidecar "
+                "if you trust this file.",
+            ) from None
+    if info is not None:
+        if info.size != size:
+            raise CorruptBackup(
+                f"{path} is {size} bytes, its sidecar says {info.size}: truncated or altered"
+            )
+        with progress(f"sha256 {path.name}", size) as advance:
+            digest = sha256_of(path, advance)
+        if digest != info.sha256:
+            raise CorruptBackup(f"{path}: sha256 differs from its sidecar (the file was altered)")
+        checks.append("sha256 matches the sidecar")
+    header = read_file_header(path)
+    checks.append(
+        f"{header.format} format"
+        + (f", archive {header.archive_version}" if header.archive_version else "")
+    )
+    if info is not None and info.format != header.format:
+        raise CorruptBackup(f"{path} is {header.format}, its sidecar says {info.format}")
+    if header.format == "plain":
+        if not plain_is_complete(path):
+            raise CorruptBackup(f"{path} is cut short: no 'dump complete' trailer")
+        checks.append("plain dump ends with pg_dump's trailer")
+    elif full_reader is not None:
+        with path.open("rb") as f, progress(f"full read {path.name}", size) as advance:
+            result = full_reader.run(
+                full_read_command(), stdin=f, stdin_size=size, check=False, progress=advance
+            )
+        if result.exit_code != 0:
+            raise CorruptBackup(
+                f"{path} does not read to the end: {result.stderr_tail or 'pg_restore failed'}"
+            )
+        checks.append(f"full read by pg_restore ({full_reader.where})")
+    elif info is not None:
+        checks.append("full read skipped (the sha256 is that of pg_dump's complete output)")
+    else:
+        checks.append("full read skipped (no pg_restore to read it with)")
+    return Verification(path=path, header=header, checks=tuple(checks), info=info, stat=stat)
+
+
+# --- listing ---------------------------------------------------------------------------
+
+
+def list_local(backups_dir: Path) -> list[ListedBackup]:
+    found = []
+    for path in _local_backup_files(backups_dir):
+        stat = path.stat()
+        try:
+            info: BackupInfo | None = BackupInfo.read(sidecar_of(path))
+        except (FileNotFoundError, CorruptBackup):
+            info = None
+        if info is None:
+            verified = "no sidecar"
+        elif info.size != stat.st_size:
+            verified = "SIZE MISMATCH"
+        else:
+            verified = "sidecar (size ok)"
+        found.append(
+            ListedBackup(
+                name=path.name,
+                where="local",
+                size=stat.st_size,
+                modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+                format=info.format if info else ("custom" if path.suffix == ".dump" else "plain"),
+                verified=verified,
+            )
+        )
+    return found

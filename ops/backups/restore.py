@@ -1,0 +1,150 @@
+"""Restoring a backup in one transaction, drills into a scratch database, row counts."""
+
+from __future__ import annotations
+
+import io
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ops.backups.commands import _ROW_COUNTS, RECREATE_PUBLIC, pg_command, restore_command
+from ops.backups.dump import Source, take_backup
+from ops.backups.files import ProgressFactory, Verification, _no_progress, verify_backup
+from ops.errors import ExecFailed, RestoreFailed
+from ops.execstream import CommandRunner, ExecResult
+from ops.pgformat import DumpFormat, plain_drops_first, read_file_header
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreReport:
+    file: Path
+    database: str
+    tables: Mapping[str, int]
+    safety_backup: Path | None
+
+    @property
+    def rows(self) -> int:
+        return sum(self.tables.values())
+
+
+def row_counts(runner: CommandRunner, database: str) -> dict[str, int]:
+    """Exact row counts of every table (``count(*)``), for drills and restore reports."""
+    result = runner.run(
+        pg_command("psql", "-X", "-q", "-A", "-t", "-F", "\t", "-d", database, "-c", _ROW_COUNTS)
+    )
+    counts: dict[str, int] = {}
+    for line in result.stdout.decode("utf-8", errors="replace").splitlines():
+        if "\t" in line:
+            table, count = line.rsplit("\t", 1)
+            counts[table] = int(count)
+    return counts
+
+
+def drill(
+    path: Path, source: Source, *, progress: ProgressFactory = _no_progress
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Restore into a scratch database next to the live one, count rows in both, drop it.
+
+    Returns (restored counts, live counts). The scratch database is dropped whatever happens.
+    """
+    header = read_file_header(path)
+    scratch = f"{source.database}_drill_{secrets.token_hex(4)}"
+    runner = source.runner
+    runner.run(pg_command("createdb", scratch))
+    try:
+        _restore_stream(runner, path, scratch, header.format, progress)
+        restored = row_counts(runner, scratch)
+    finally:
+        runner.run(pg_command("dropdb", "--if-exists", scratch), check=False)
+    return restored, row_counts(runner, source.database)
+
+
+# --- restore ---------------------------------------------------------------------------
+
+
+class _Concat(io.RawIOBase):
+    """A read-only stream of several streams one after the other."""
+
+    def __init__(self, parts: Sequence[IO[bytes]]) -> None:
+        self._parts = list(parts)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while self._parts:
+            data = self._parts[0].read(size)
+            if data:
+                return data
+            self._parts.pop(0)
+        return b""
+
+
+def _restore_stream(
+    runner: CommandRunner,
+    path: Path,
+    database: str,
+    fmt: DumpFormat,
+    progress: ProgressFactory,
+) -> ExecResult:
+    size = path.stat().st_size
+    with path.open("rb") as f, progress(f"restore {path.name}", size) as advance:
+        if fmt == "custom":
+            stream: IO[bytes] = f
+            total = size
+        else:
+            begin, commit = b"BEGIN;\n", b"\n;\nCOMMIT;\n"
+            if not plain_drops_first(path):
+                # Made without --clean (the daemon's dumps): clear the schema it fills first,
+                # inside the same transaction, so the restore replaces instead of colliding.
+                begin += RECREATE_PUBLIC
+            stream = _Concat([io.BytesIO(begin), f, io.BytesIO(commit)])  # type: ignore[assignment]
+            total = size + len(begin) + len(commit)
+        try:
+            return runner.run(
+                restore_command(database, fmt), stdin=stream, stdin_size=total, progress=advance
+            )
+        except ExecFailed as exc:
+            raise RestoreFailed(
+                f"restore of {path.name} into {database!r} failed, nothing was changed: "
+                f"{exc.message}",
+                database=database,
+            ) from exc
+
+
+def restore_backup(
+    path: Path,
+    source: Source,
+    *,
+    full_reader: CommandRunner | None,
+    backups_dir: Path,
+    safety_backup: bool = True,
+    compression: int = 0,
+    require_sidecar: bool = True,
+    progress: ProgressFactory = _no_progress,
+    verified: Verification | None = None,
+) -> RestoreReport:
+    """Verify ``path``, take a safety backup, then restore it in one transaction.
+
+    ``verified``: a check of this file made before (while the user read the plan); it
+    stands if the file has not changed since, else the file is checked again.
+    """
+    verification = verified
+    if verification is None or verification.path != path or not verification.still_valid():
+        verification = verify_backup(
+            path, full_reader=full_reader, progress=progress, require_sidecar=require_sidecar
+        )
+    safety = None
+    if safety_backup:
+        safety, _ = take_backup(
+            source, backups_dir=backups_dir, compression=compression, progress=progress
+        )
+    _restore_stream(source.runner, path, source.database, verification.header.format, progress)
+    return RestoreReport(
+        file=path,
+        database=source.database,
+        tables=row_counts(source.runner, source.database),
+        safety_backup=safety,
+    )

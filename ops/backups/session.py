@@ -1,0 +1,196 @@
+"""A restore from the tasks: checked and planned first, run once the user agreed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from ops.backups.cluster import _restore_source, daemon_runner, human_size
+from ops.backups.daemon import DAEMON_DIR, fetch_from_daemon, list_daemon
+from ops.backups.dump import Source
+from ops.backups.files import (
+    ProgressFactory,
+    Verification,
+    _no_progress,
+    prune_local,
+    sidecar_of,
+    verify_backup,
+)
+from ops.backups.restore import RestoreReport, restore_backup
+from ops.config import Settings
+from ops.errors import CorruptBackup
+from ops.pgformat import plain_drops_first, read_file_header
+
+_T = TypeVar("_T")
+
+
+class _InBackground(Generic[_T]):
+    """``fn()`` in a daemon thread; ``result()`` waits for it and re-raises its error.
+
+    A daemon thread, not an executor: a corrupt file must be reported at once, without
+    waiting for a lookup stuck on an unreachable API server.
+    """
+
+    def __init__(self, fn: Callable[[], _T]) -> None:
+        self._fn = fn
+        self._value: _T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> _T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreSession:
+    """A checked restore, ready to run once the user agreed to its plan."""
+
+    source: Source | None
+    settings: Settings
+    path: Path | None
+    daemon_name: str | None
+    safety_backup: bool
+    require_sidecar: bool
+    plan: list[tuple[str, str]]
+    verification: Verification | None = None
+
+
+def prepare_restore(
+    settings: Settings,
+    *,
+    file: Path | None,
+    from_daemon: str | None,
+    require_sidecar: bool = True,
+    safety_backup: bool = True,
+    dry_run: bool = False,
+    progress: ProgressFactory = _no_progress,
+) -> RestoreSession:
+    """Check everything a restore needs (file first, then the pod) and build its plan.
+
+    A local file is verified here — before anything touches the database. A daemon backup
+    is fetched (checked in the pod and again here) by ``run_restore``, or only looked up
+    on a dry run.
+    """
+    described: list[tuple[str, str]] = []
+    verification = None
+    # The pod lookup (with the Kubernetes client's import, ~0.7 s, and the exec protocol)
+    # runs while the file is hashed: hashlib releases the GIL, so on two cores the two
+    # overlap. A bad file is still reported first, and nothing touches the database before
+    # both are done.
+    pod_lookup = _InBackground(lambda: _restore_source(settings))
+    if file is not None:
+        verification = _verify_for_restore(
+            file, require_sidecar, progress, pod=lambda: pod_lookup.result()
+        )
+        info = verification.info
+        described = [
+            ("file", str(file)),
+            ("size", human_size(file.stat().st_size)),
+            ("format", verification.header.format),
+            ("created", info.created if info else "unknown (no sidecar)"),
+            (
+                "source database",
+                (info.database if info else verification.header.database) or "unknown",
+            ),
+            ("checks", "; ".join(verification.checks)),
+        ]
+    source = pod_lookup.result()
+    if from_daemon is not None:
+        runner = daemon_runner(settings)
+        match = [b for b in list_daemon(runner) if b.name == from_daemon]
+        if not match:
+            raise CorruptBackup(
+                f"{from_daemon} is not in the daemon's {DAEMON_DIR}",
+                hint="`inv backup.list` shows the daemon's backups.",
+            )
+        described = [
+            ("file", f"{runner.where}:{DAEMON_DIR}/{from_daemon}"),
+            ("size", human_size(match[0].size)),
+            ("format", match[0].format),
+            ("created", match[0].modified.isoformat(timespec="seconds")),
+            ("checks", "sha256 against its .sha256 sidecar, in the pod and here, before restoring"),
+        ]
+    plan = [
+        ("context", source.context),
+        ("namespace", source.namespace),
+        ("pod", source.pod),
+        ("database", source.database),
+        *described,
+        ("safety backup", "yes, into " + str(settings.backups_dir) if safety_backup else "NO"),
+        *_plain_note(file),
+        ("how", "one transaction: on any error the database stays as it was"),
+    ]
+    return RestoreSession(
+        source=source,
+        settings=settings,
+        path=file,
+        daemon_name=from_daemon,
+        safety_backup=safety_backup,
+        require_sidecar=require_sidecar,
+        plan=plan,
+        verification=verification,
+    )
+
+
+def _plain_note(file: Path | None) -> list[tuple[str, str]]:
+    if file is None or read_file_header(file).format != "plain" or plain_drops_first(file):
+        return []
+    return [("note", "dumped without --clean: schema public is dropped and recreated first")]
+
+
+def _verify_for_restore(
+    path: Path, require_sidecar: bool, progress: ProgressFactory, *, pod: Callable[[], Source]
+) -> Verification:
+    # With a sidecar, its sha256 proves the file is what pg_dump wrote after exiting 0;
+    # without one, a full read (in the pod: the restoring pg_restore's own version) must.
+    has_sidecar = sidecar_of(path).is_file()
+    reader = None
+    if not has_sidecar and path.is_file() and read_file_header(path).format == "custom":
+        reader = pod().runner
+    return verify_backup(
+        path, full_reader=reader, progress=progress, require_sidecar=require_sidecar
+    )
+
+
+def run_restore(
+    session: RestoreSession, *, progress: ProgressFactory = _no_progress
+) -> RestoreReport:
+    assert session.source is not None
+    settings = session.settings
+    path = session.path
+    if session.daemon_name is not None:
+        path = fetch_from_daemon(
+            session.daemon_name,
+            daemon_runner(settings),
+            backups_dir=settings.backups_dir,
+            source=session.source,
+            progress=progress,
+        )
+    assert path is not None
+    report = restore_backup(
+        path,
+        session.source,
+        full_reader=None,
+        backups_dir=settings.backups_dir,
+        safety_backup=session.safety_backup,
+        compression=settings.backup_compression,
+        require_sidecar=session.require_sidecar,
+        progress=progress,
+        verified=session.verification,
+    )
+    protect = [path] + ([report.safety_backup] if report.safety_backup else [])
+    prune_local(settings.backups_dir, settings.backup_keep, protect=protect)
+    return report
