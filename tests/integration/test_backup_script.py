@@ -112,6 +112,18 @@ def test_once_writes_a_verified_dump_with_its_sidecar(
     assert postgres_server.password not in result.stdout + result.stderr
 
 
+def restore_with_psql(server: PostgresServer, dump: Path, database: str) -> None:
+    """What an operator does by hand: ``psql -1`` with the dump on stdin."""
+    with dump.open("rb") as sql:
+        subprocess.run(
+            [str(server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1"],
+            env=server.env(database),
+            stdin=sql,
+            capture_output=True,
+            check=True,
+        )
+
+
 def test_the_dump_restores_into_an_empty_database(
     shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
 ) -> None:
@@ -119,13 +131,7 @@ def test_the_dump_restores_into_an_empty_database(
     (dump,) = backups.glob("*.sql")
     target = postgres_server.create_database(students + "_copy")
     try:
-        subprocess.run(
-            [str(postgres_server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1"],
-            env=postgres_server.env(target),
-            stdin=dump.open("rb"),
-            capture_output=True,
-            check=True,
-        )
+        restore_with_psql(postgres_server, dump, target)
         rows = postgres_server.psql("SELECT name, age FROM student ORDER BY id", target)
         assert rows.splitlines() == ["Max|25", "Erika|31"]
     finally:
@@ -141,13 +147,7 @@ def test_the_dump_restores_over_the_live_database_it_came_from(
         "UPDATE student SET age = 99; INSERT INTO student (name, age) VALUES ('Later', 40)",
         students,
     )
-    subprocess.run(
-        [str(postgres_server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1"],
-        env=postgres_server.env(students),
-        stdin=dump.open("rb"),
-        capture_output=True,
-        check=True,
-    )
+    restore_with_psql(postgres_server, dump, students)
     rows = postgres_server.psql("SELECT name, age FROM student ORDER BY id", students)
     assert rows.splitlines() == ["Max|25", "Erika|31"]
 
