@@ -2,9 +2,9 @@
 
 The handshake (URL, auth, TLS, proxy) is the official client's ``kubernetes.stream``; the
 data path is ours: frames are read straight from its websocket (``resp.sock``) and written
-to file objects one frame at a time. The client's own read loop (``WSClient.update()``)
-appends every waiting frame to one growing buffer, which makes large streams quadratic in
-time and linear in memory (``bench/execstream_bench.py`` measures both).
+to file objects in chunks of a few hundred KiB. The client's own read loop
+(``WSClient.update()``) appends every waiting frame to one growing buffer, which makes large
+streams quadratic in time and linear in memory (``bench/execstream_bench.py`` measures both).
 
 Channel protocol (``v4``/``v5.channel.k8s.io``): every binary frame starts with a channel
 byte: 0 stdin, 1 stdout, 2 stderr, 3 the exit status (a JSON ``Status``), 255 (v5 only) a
@@ -213,17 +213,21 @@ class PodExec:
             expected = self.protocol()
             argv = sized_stdin(argv, None if expected == V5 else stdin_size)
         ws, protocol = self._connect(list(argv), with_stdin=stdin is not None)
-        if stdin is not None and protocol != V5 and (stdin_size is None or protocol != expected):
-            ws.close()  # the command ends at once: its stdin sees EOF before any input
-            raise ExecFailed(
-                f"the API server speaks {protocol or 'an old exec protocol'}, which cannot "
-                "end stdin"
-                + ("; the size of the input is needed" if stdin_size is None else "")
-                + ("" if protocol == expected else f" (it spoke {expected} a moment ago)"),
-                hint="Upgrade the cluster to Kubernetes 1.30 or later, or pass the size."
-                if stdin_size is None
-                else "Run it again.",
-            )
+        if stdin is not None and protocol != V5:
+            # Closing ends the command at once: its stdin sees EOF before any input.
+            if stdin_size is None:
+                ws.close()
+                raise ExecFailed(
+                    f"the API server speaks {protocol or 'an old exec protocol'}, which cannot "
+                    "end stdin; the size of the input is needed",
+                    hint="Upgrade the cluster to Kubernetes 1.30 or later, or pass the size.",
+                )
+            if protocol != expected:  # the command was started without its head -c wrapper
+                ws.close()
+                raise ExecFailed(
+                    f"the API server spoke {expected} a moment ago and now speaks {protocol}",
+                    hint="Run it again; nothing was sent.",
+                )
         sink = stdout if stdout is not None else _Capture()
         session = _Session(
             ws, protocol=protocol, chunk_size=self.chunk_size, keepalive=self.keepalive_seconds
