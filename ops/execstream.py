@@ -174,24 +174,17 @@ class PodExec:
         return f"pod {self.pod} ({self.target.context}/{self.target.namespace})"
 
     def protocol(self) -> str:
-        """The exec protocol of this API server, learned with one empty command.
+        """The exec protocol of this API server: the one an earlier exec in this process
+        was answered with, else learned with one empty command.
 
         Under v5 stdin goes straight into the command and ends with the close signal; only
         under v4 does it pass the ``head -c N`` wrapper, an extra pipe in the pod that costs
         CPU beside the command it feeds (seconds per GB on a busy node).
         """
-        key = str(self._client_factory(self.target).configuration.host)
-        if key not in _PROTOCOLS:
-            ws, protocol = self._connect(["sh", "-c", "exit 0"], with_stdin=False)
-            session = _Session(
-                ws, protocol=protocol, chunk_size=self.chunk_size, keepalive=self.keepalive_seconds
-            )
-            try:
-                session.pump(None, _Capture(), None)
-            finally:
-                session.close()
-            _PROTOCOLS[key] = protocol
-        return _PROTOCOLS[key]
+        host = str(self._client_factory(self.target).configuration.host)
+        if host not in _PROTOCOLS:
+            self.run(["sh", "-c", "exit 0"], check=False)
+        return _PROTOCOLS[host]
 
     def run(
         self,
@@ -332,7 +325,9 @@ class PodExec:
                 hint="Check that the pod is running (`kubectl get pod`) and the API reachable.",
             ) from exc
         ws: _WebSocket = response.sock
-        return ws, str(getattr(response, "subprotocol", None) or "")
+        protocol = str(getattr(response, "subprotocol", None) or "")
+        _PROTOCOLS[str(client.configuration.host)] = protocol
+        return ws, protocol
 
 
 class _WebSocket(Protocol):
