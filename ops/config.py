@@ -7,6 +7,7 @@ Precedence, lowest first: defaults < files in ``secrets/`` (credentials only) < 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import types
@@ -15,6 +16,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from ops import textfiles
 from ops.errors import ConfigError
 
 Source = Literal["default", "secrets/", ".env", "environment", "flag"]
@@ -208,19 +210,16 @@ def _read_env_file(
                 hint=f"Create it, or unset {ENV_FILE_VARIABLE} to use ./.env.",
             )
         return {}
-    return dict(dotenv_values(path))
+    # python-dotenv parses; the text comes from our reader, so a BOM or UTF-16 file gives
+    # the same values as a UTF-8 one (dotenv alone would put a BOM into the first key).
+    return dict(dotenv_values(stream=io.StringIO(textfiles.read_text(path))))
 
 
 def _read_secret_file(path: Path) -> str | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        return textfiles.read_value(path)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read {path}: {exc.strerror}", hint="Check the file's permissions."
-        ) from exc
-    return text.rstrip("\r\n")
 
 
 def _convert(name: str, raw: object, hint: Any, source: Source) -> object:

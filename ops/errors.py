@@ -2,6 +2,7 @@
 
     OpsError
     ├── ConfigError            a setting is missing or invalid
+    │   └── FileError          a file the user wrote cannot be read or decoded
     ├── ImageError             building or shipping the image
     │   ├── EngineUnavailable  the Docker engine cannot be reached
     │   ├── BuildError         a build step failed
@@ -47,6 +48,12 @@ class ConfigError(OpsError):
 
     exit_code = 2
     default_hint = "Run `inv config` to see every setting and where it came from."
+
+
+class FileError(ConfigError):
+    """A local file the user wrote (secrets/, .env) cannot be read, or is not text we read."""
+
+    default_hint = "Save it as UTF-8 text."
 
 
 class ImageError(OpsError):

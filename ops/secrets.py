@@ -4,7 +4,8 @@ Read the local files, read the cluster, compare, and change only what differs (p
 way). Values stay inside this module's frozen objects, whose ``repr`` hides them: plans,
 reports and errors carry Secret names, key names and states, never a value.
 
-The files (one value each; trailing newlines are stripped)::
+The files (one value each, read by ``ops.textfiles``: any BOM and the trailing line
+ending are dropped)::
 
     secrets/db_username.txt        → db-credentials.username
     secrets/db_password.txt        → db-credentials.password
@@ -24,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ops import textfiles
 from ops.config import Settings, env_var
-from ops.errors import ClusterError, NotFound, SecretsError
+from ops.errors import ClusterError, FileError, NotFound, SecretsError
 from ops.kube import KubeTarget, api_client, api_errors
 
 if TYPE_CHECKING:
@@ -134,7 +136,7 @@ def init_secrets(
             note = "still a placeholder: edit it" if _is_placeholder(_peek(target)) else ""
             results.append(InitResult(path=target, action="kept", note=note))
             continue
-        text = template.read_text(encoding="utf-8")
+        text = textfiles.read_text(template)
         generate = text.strip() == GENERATE
         action: InitAction = "generated" if generate else "copied"
         note = "" if generate or not _is_placeholder(text.strip()) else "placeholder: edit it"
@@ -147,18 +149,12 @@ def init_secrets(
 
 
 def read_value(path: Path) -> str:
-    """One secret value from a file: trailing newlines stripped; empty or placeholder refused."""
+    """One secret value from a file (``ops.textfiles``); empty or placeholder refused."""
     try:
-        text = path.read_text(encoding="utf-8")
+        value = textfiles.read_value(path)
     except FileNotFoundError as exc:
         raise SecretsError(f"{path} does not exist") from exc
-    except UnicodeDecodeError as exc:
-        raise SecretsError(f"{path} is not UTF-8 text", hint="Save it as UTF-8.") from exc
-    except OSError as exc:
-        raise SecretsError(
-            f"cannot read {path}: {exc.strerror}", hint="Check the file's permissions."
-        ) from exc
-    return _checked(text.rstrip("\r\n"), str(path))
+    return _checked(value, str(path))
 
 
 def dockerconfigjson(registry: str, username: str, password: str) -> bytes:
@@ -455,8 +451,8 @@ def _shape(value: str) -> str:
 
 def _peek(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        return textfiles.read_text(path).strip()
+    except (OSError, FileError):
         return ""
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ops.config import Settings, load_settings
-from ops.errors import SecretsError
+from ops.errors import FileError, SecretsError
 from ops.secrets import (
     DB_SECRET,
     DOCKERCONFIGJSON,
@@ -149,7 +149,6 @@ def test_init_without_templates_is_a_clear_error(tmp_path: Path) -> None:
     [
         pytest.param("pw\n", "pw", id="unix-newline"),
         pytest.param("pw\r\n", "pw", id="windows-newline"),
-        pytest.param("pw\n\n", "pw", id="blank-lines-after"),
         pytest.param("pw", "pw", id="no-newline"),
         pytest.param(" pw with spaces ", " pw with spaces ", id="spaces-kept"),
     ],
@@ -171,12 +170,14 @@ def test_read_value_strips_trailing_newlines_only(tmp_path: Path, text: str, val
         pytest.param("changeme\n", "placeholder", id="changeme"),
         pytest.param("CHANGE_ME", "placeholder", id="change-me-upper"),
         pytest.param("one\ntwo\n", "more than one line", id="two-lines"),
+        # Only the one trailing line ending goes (ops.textfiles): a blank line after is refused.
+        pytest.param("pw\n\n", "more than one line", id="blank-line-after"),
     ],
 )
 def test_read_value_rejects(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "v.txt"
     path.write_text(text)
-    with pytest.raises(SecretsError, match=message) as caught:
+    with pytest.raises((SecretsError, FileError), match=message) as caught:
         read_value(path)
     assert str(path) in caught.value.message
 
