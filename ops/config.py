@@ -114,8 +114,13 @@ def load_settings(
     *,
     env_file: Path | str | None = None,
     environ: Mapping[str, str] | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build the settings from every source; ``overrides`` are task flags (None = not given)."""
+    """Build the settings from every source; ``overrides`` are task flags (None = not given).
+
+    ``flag_names``: the task flag of a setting where it is not ``--<setting-name>``
+    (``backup_keep`` is ``--keep``), so an error names a flag the user can type.
+    """
     environ = os.environ if environ is None else environ
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = set(flags) - set(setting_names())
@@ -133,7 +138,7 @@ def load_settings(
     hints = get_type_hints(Settings)
     for layer_source, layer in layers:
         for name, raw in layer.items():
-            values[name] = _convert(name, raw, hints[name], layer_source)
+            values[name] = _convert(name, raw, hints[name], layer_source, flag_names)
             sources[name] = layer_source
 
     secrets_dir = Path(str(values.get("secrets_dir", Settings.secrets_dir)))
@@ -146,7 +151,7 @@ def load_settings(
                 sources[f.name] = "secrets/"
 
     settings = Settings(**values, sources=sources)
-    _validate(settings)
+    _validate(settings, flag_names)
     return settings
 
 
@@ -222,7 +227,9 @@ def _read_secret_file(path: Path) -> str | None:
         return None
 
 
-def _convert(name: str, raw: object, hint: Any, source: Source) -> object:
+def _convert(
+    name: str, raw: object, hint: Any, source: Source, flag_names: Mapping[str, str] | None
+) -> object:
     """Turn a raw value (a string from .env or the environment) into the field's type."""
     optional = False
     if get_origin(hint) in (Union, types.UnionType):
@@ -243,20 +250,26 @@ def _convert(name: str, raw: object, hint: Any, source: Source) -> object:
     if get_origin(hint) is Literal:
         choices = get_args(hint)
         if text not in choices:
-            raise _invalid(name, raw, source, f"one of: {', '.join(choices)}")
+            raise _invalid(name, raw, source, f"one of: {', '.join(choices)}", flag_names)
         return text
     try:
         return converters[hint](text)
     except ValueError as exc:
         expected = {int: "a whole number", float: "a number"}.get(hint, str(hint))
-        raise _invalid(name, raw, source, expected) from exc
+        raise _invalid(name, raw, source, expected, flag_names) from exc
 
 
-def _invalid(name: str, raw: object, source: Source, expected: str) -> ConfigError:
+def _invalid(
+    name: str,
+    raw: object,
+    source: Source,
+    expected: str,
+    flag_names: Mapping[str, str] | None = None,
+) -> ConfigError:
     secret = name == "registry_password"
     shown = MASK if secret else repr(raw)
     where = {
-        "flag": f"--{name.replace('_', '-')}",
+        "flag": (flag_names or {}).get(name, f"--{name.replace('_', '-')}"),
         "environment": f"environment variable {env_var(name)}",
         ".env": f"{env_var(name)} in .env",
         "secrets/": "a file in secrets/",
@@ -270,7 +283,7 @@ def _invalid(name: str, raw: object, source: Source, expected: str) -> ConfigErr
     )
 
 
-def _validate(s: Settings) -> None:
+def _validate(s: Settings, flag_names: Mapping[str, str] | None = None) -> None:
     checks: list[tuple[str, bool, str]] = [
         ("registry", bool(_REGISTRY.match(s.registry)), "host[:port], e.g. localhost:30002"),
         (
@@ -294,7 +307,7 @@ def _validate(s: Settings) -> None:
     ]
     for name, ok, expected in checks:
         if not ok:
-            raise _invalid(name, getattr(s, name), s.source_of(name), expected)
+            raise _invalid(name, getattr(s, name), s.source_of(name), expected, flag_names)
     if s.registry_ca_file is not None and not s.registry_ca_file.is_file():
         raise ConfigError(
             f"setting registry_ca_file = {s.registry_ca_file} "

@@ -71,6 +71,12 @@ def error_line(message: str, *, hint: str | None = None) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table: drawn by rich on a terminal; off one (a pipe, a CI log) plain aligned text
+    as wide as its longest cell, so no name, path or value is ever cut."""
+    if not out().is_terminal:
+        for line in plain_table(title, columns, rows):
+            out().print(escape(line), soft_wrap=True)
+        return
     from rich.table import Table
 
     view = Table(title=title, title_justify="left")
@@ -79,6 +85,16 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     for row in rows:
         view.add_row(*(escape(cell) for cell in row))
     out().print(view)
+
+
+def plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a table as plain text: columns padded to their widest cell, never cut."""
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+    return [title, line(columns).rstrip(), *(line(row).rstrip() for row in rows)]
 
 
 def plan(title: str, items: Sequence[tuple[str, str]]) -> None:

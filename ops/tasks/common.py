@@ -16,7 +16,44 @@ from ops import console
 from ops.config import Settings, load_settings
 from ops.errors import OpsError
 
-__all__ = ["Collection", "Settings", "confirm", "debug_enabled", "ops_task", "settings_for"]
+__all__ = [
+    "SHORT_FLAGS",
+    "Collection",
+    "Settings",
+    "confirm",
+    "debug_enabled",
+    "ops_task",
+    "settings_for",
+]
+
+# The only short flags, each with one meaning in every task (Invoke's automatic ones gave
+# `-n` four meanings). A task without the long flag simply has no such short flag.
+SHORT_FLAGS: dict[str, str] = {
+    "namespace": "n",
+    "yes": "y",
+    "verbose": "v",
+    "tag": "t",
+    "file": "f",
+}
+# Settings whose task flag is named differently, so an error names the flag you can type.
+FLAG_NAMES: dict[str, str] = {
+    "postgres_pod": "--pod",
+    "backup_format": "--format",
+    "backup_compression": "--compression",
+    "backup_keep": "--keep",
+    "rollout_timeout": "--timeout",
+}
+
+
+class OpsTask(Task[Any]):
+    """An Invoke task whose short flags come from ``SHORT_FLAGS`` only."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(name)
+        if short is not None and short not in taken_names:
+            opts["names"].append(short)
+        return opts
 
 
 def debug_enabled() -> bool:
@@ -60,7 +97,8 @@ def ops_task(*args: Any, **kwargs: Any) -> Any:
                 )
                 raise Exit(code=1) from None
 
-        return Task(body, **kwargs)
+        kwargs.setdefault("auto_shortflags", False)
+        return OpsTask(body, **kwargs)
 
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])
@@ -69,7 +107,7 @@ def ops_task(*args: Any, **kwargs: Any) -> Any:
 
 def settings_for(**flags: object | None) -> Settings:
     """Settings from every source, with the task's flags on top (None = flag not given)."""
-    return load_settings(flags)
+    return load_settings(flags, flag_names=FLAG_NAMES)
 
 
 def confirm(prompt: str, *, expected: str) -> bool:
