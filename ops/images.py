@@ -12,6 +12,7 @@ engine reports push failures inside a 200 response, so every ``error`` chunk rai
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -97,6 +98,27 @@ class LayerProgress:
 class PushedTag:
     ref: ImageRef
     digest: str
+    # The version tag asked for, when the registry already had it for another image and
+    # ``ref`` is the free one pushed instead (a version tag is never moved).
+    instead_of: str | None = None
+
+
+VERSION_TAG = re.compile(r"^v1-\d{8}-\d{4}(-\d+)?$")
+
+
+def free_version_tag(tag: str, taken: Callable[[str], str | None], digest: str | None) -> str:
+    """``tag``, or the first ``tag-2``, ``tag-3``… that the registry does not hold for another
+    image than ``digest`` (pure; ``taken`` gives a tag's digest in the registry or None).
+
+    A version tag names one image forever: two pushes in the same minute get two tags.
+    """
+    candidate, n = tag, 1
+    while True:
+        existing = taken(candidate)
+        if existing is None or (digest is not None and existing == digest):
+            return candidate
+        n += 1
+        candidate = f"{tag}-{n}"
 
 
 def version_tag(now: datetime | None = None) -> str:
@@ -449,8 +471,14 @@ def push(
     *,
     on_layer: Callable[[ImageRef, LayerProgress], None] | None = None,
 ) -> list[PushedTag]:
-    """Push every ref with the registry's credentials; the registry must be reachable first."""
+    """Push every ref with the registry's credentials; the registry must be reachable first.
+
+    Version tags (``v1-YYYYMMDD-HHMM``) are never moved: one the registry already holds for
+    another image is pushed as ``…-2`` (``-3``, …) instead; the result says so.
+    """
     from docker.errors import APIError, DockerException
+
+    from ops.registry import manifest_digest
 
     check_registry(registry)  # an unreachable registry is one RegistryError line, up front
     # Always send X-Registry-Auth (an empty one is anonymous): without it, the SDK would
@@ -464,9 +492,27 @@ def push(
         if registry.username
         else {}
     )
-    pushed = []
+    pushed: list[PushedTag] = []
     with engine() as client:
-        for ref in refs:
+        for asked in refs:
+            ref = asked
+            if VERSION_TAG.match(asked.tag):
+                # The digest of an earlier tag of this push (all tags are one image).
+                digest = pushed[0].digest if pushed else None
+                free = free_version_tag(
+                    asked.tag,
+                    functools.partial(manifest_digest, registry, asked.repository),
+                    digest,
+                )
+                if free != asked.tag:
+                    ref = ImageRef(registry=asked.registry, repository=asked.repository, tag=free)
+                    try:
+                        client.api.tag(str(asked), ref.name, ref.tag)
+                    except APIError as exc:
+                        raise PushError(
+                            f"cannot tag {asked} as {ref.tag}: {_api_explanation(exc)}",
+                            image=str(asked),
+                        ) from exc
 
             def layer(progress: LayerProgress, ref: ImageRef = ref) -> None:
                 if on_layer is not None:
@@ -476,7 +522,10 @@ def push(
                 chunks = client.api.push(
                     ref.name, tag=ref.tag, stream=True, decode=True, auth_config=auth
                 )
-                pushed.append(read_push_stream(ref, chunks, layer))
+                done = read_push_stream(ref, chunks, layer)
+                if ref is not asked:
+                    done = PushedTag(ref=ref, digest=done.digest, instead_of=asked.tag)
+                pushed.append(done)
             except APIError as exc:
                 raise PushError(
                     f"push of {ref} failed: {_api_explanation(exc)}",

@@ -36,19 +36,30 @@ _UNDO_SKIP_ANNOTATIONS = frozenset(
         "deprecated.deployment.rollback.to",
     }
 )
-# Waiting reasons that will not fix themselves; shown while waiting and on failure.
-BAD_WAITING_REASONS = frozenset(
-    {
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "ErrImageNeverPull",
-        "InvalidImageName",
-        "CrashLoopBackOff",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-    }
+FIELD_MANAGER = "manifest-ops"  # who changed the Deployment, in its managedFields
+LOG_LINES = 20  # of a failing pod's container, shown with the failure
+_PULL_HINT = (
+    "The node cannot pull the image: check that the tag or digest exists in the registry "
+    "(inv image.push) and that the pull secret harbor-regcred is right (inv secrets.apply)."
 )
+# Waiting reasons of a new pod that will not fix themselves: the rollout fails at once,
+# each with what to do about it. (CrashLoopBackOff counts only after a restart.)
+FAIL_FAST_HINTS: Mapping[str, str] = {
+    "CrashLoopBackOff": "The new container starts and exits again: read its last log lines "
+    "above, fix the image or its configuration (--undo-on-failure rolls back for you).",
+    "ImagePullBackOff": _PULL_HINT,
+    "ErrImagePull": _PULL_HINT,
+    "ErrImageNeverPull": "imagePullPolicy is Never and the image is not on the node: "
+    "set imagePullPolicy to IfNotPresent or Always.",
+    "InvalidImageName": "The Deployment's image reference is malformed: check its image field.",
+    "CreateContainerConfigError": "A Secret or ConfigMap (or a key in it) that the pod "
+    "uses is missing: run `inv secrets.apply` and check the ConfigMap app-config.",
+    "CreateContainerError": "The container runtime could not create the container: "
+    "read the message above (often a volume mount or the command).",
+    "RunContainerError": "The container runtime could not start the container: read the "
+    "message above (often the command or the security context).",
+}
+BAD_WAITING_REASONS = frozenset(FAIL_FAST_HINTS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +102,18 @@ class PodProblem:
     container: str
     reason: str
     message: str
+    restarts: int = 0
+
+    @property
+    def fatal(self) -> bool:
+        """Will not fix itself: fail the rollout now (a crash loop only after a restart)."""
+        if self.reason == "CrashLoopBackOff":
+            return self.restarts >= 1
+        return self.reason in FAIL_FAST_HINTS
+
+    @property
+    def hint(self) -> str:
+        return FAIL_FAST_HINTS.get(self.reason, RolloutFailed.default_hint)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -205,6 +228,46 @@ def read_status(target: KubeTarget, deployment: str) -> RolloutStatus:
         return evaluate(_read(client, target.namespace, deployment))
 
 
+def image_patch(container: str, image: str, when: str) -> dict[str, Any]:
+    """A strategic-merge patch setting one container's image (and restartedAt, so a rollout
+    happens even when the image is the one already running)."""
+    patch = restart_patch(when)
+    patch["spec"]["template"]["spec"] = {"containers": [{"name": container, "image": image}]}
+    return patch
+
+
+def image_name(image: str) -> str:
+    """An image reference without its tag or digest: ``host:5000/repo:tag@sha256:…`` →
+    ``host:5000/repo`` (pure)."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)
+    if ":" in last[-1]:
+        name = name[: name.rindex(":")]
+    return name
+
+
+def app_container(deployment: Any, repository: str) -> str:
+    """The name of the Deployment's container that runs an image of ``repository`` (pure)."""
+    spec = _field(_field(_field(deployment, "spec"), "template"), "spec")
+    containers = list(_field(spec, "containers") or ())
+    names = [str(_field(c, "name")) for c in containers]
+    matching = [
+        str(_field(c, "name"))
+        for c in containers
+        if image_name(str(_field(c, "image") or "")) == repository
+    ]
+    if len(matching) == 1:
+        return matching[0]
+    if len(containers) == 1:
+        return names[0]
+    name = str(_field(_field(deployment, "metadata"), "name"))
+    raise RolloutFailed(
+        f"Deployment {name!r} has no single container running {repository} "
+        f"(containers: {', '.join(names) or 'none'})",
+        hint="Check --deployment, and the registry and image_repository settings.",
+    )
+
+
 def restart(
     target: KubeTarget,
     deployment: str,
@@ -215,8 +278,14 @@ def restart(
     on_problem: Callable[[PodProblem], None] | None = None,
     on_undo: Callable[[str], None] | None = None,
     poll_seconds: float = 1.0,
+    image: str | None = None,
 ) -> RolloutResult:
-    """Restart the Deployment as kubectl does, then wait until the rollout completes."""
+    """Restart the Deployment as kubectl does, then wait until the rollout completes.
+
+    With ``image`` (an immutable reference, ``name@sha256:…``), the container running that
+    image's repository is set to it in the same patch, so the new ReplicaSet's template
+    names exactly that image and an undo returns to exactly the previous one.
+    """
     from kubernetes.client import AppsV1Api
 
     with _client(target) as client:
@@ -228,11 +297,16 @@ def restart(
                 f"deployment/{deployment}",
             )
         when = restarted_at()
+        if image is None:
+            patch = restart_patch(when)
+        else:
+            patch = image_patch(app_container(current, image_name(image)), image, when)
         with api_errors("Deployment", name=deployment, namespace=target.namespace):
             AppsV1Api(client).patch_namespaced_deployment(
                 deployment,
                 target.namespace,
-                restart_patch(when),
+                patch,
+                field_manager=FIELD_MANAGER,
                 _content_type="application/strategic-merge-patch+json",
             )
         result = _wait(
@@ -319,6 +393,12 @@ def _changed(a: RolloutStatus, b: RolloutStatus) -> bool:
     return (a.phase, a.progress, a.message) != (b.phase, b.progress, b.message)
 
 
+class _FailFast(Exception):  # a signal inside _wait, never seen outside
+    def __init__(self, problem: PodProblem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
 def _wait(
     client: ApiClient,
     namespace: str,
@@ -339,22 +419,34 @@ def _wait(
         latest["deployment"] = current = _read(client, namespace, deployment)
         status = evaluate(current)
         if not status.done:
-            for problem in new_pod_problems(client, namespace, current):
+            problems = new_pod_problems(client, namespace, current)
+            for problem in problems:
                 if problem.key not in {p.key for p in seen}:
                     seen.append(problem)
                     if on_problem is not None:
                         on_problem(problem)
+            fatal = first_fatal(problems)
+            if fatal is not None:
+                raise _FailFast(fatal)
         return status
 
-    status = wait_until(fetch, timeout=timeout, poll_seconds=poll_seconds, on_progress=on_progress)
+    fatal: PodProblem | None = None
+    try:
+        status = wait_until(
+            fetch, timeout=timeout, poll_seconds=poll_seconds, on_progress=on_progress
+        )
+    except _FailFast as stop:
+        fatal = stop.problem
     seconds = time.monotonic() - started
     current = latest["deployment"]
     revision = _field(_field(current, "metadata"), "annotations") or {}
-    if status.done:
+    if fatal is None and status.done:
         return RolloutResult(
             status=status, restarted_at=None, revision=revision.get(REVISION), seconds=seconds
         )
 
+    # Gather the evidence before an undo scales the failing pods away.
+    log = pod_log_tail(client, namespace, fatal) if fatal is not None else []
     reasons = failure_reasons(client, namespace, current, seen=seen)
     why = f" ({'; '.join(reasons)})" if reasons else ""
     undone = ""
@@ -371,6 +463,16 @@ def _wait(
         state = "complete" if after.done else f"not complete: {after.message}"
         undone = f"; rolled back to revision {back_to} ({state})"
     where = f"Deployment {deployment!r} in namespace {namespace!r}"
+    if fatal is not None:
+        restarts = f", {fatal.restarts} restarts" if fatal.restarts else ""
+        raise RolloutFailed(
+            f"rollout of {where} failed after {seconds:.0f} s: {fatal}{restarts}{why}{undone}",
+            hint=fatal.hint,
+            namespace=namespace,
+            pod=fatal.pod,
+            reason=fatal.reason,
+            log=log,
+        )
     if status.failed:
         raise RolloutFailed(f"rollout of {where} failed: {status.message}{why}{undone}")
     raise RolloutTimeout(
@@ -378,11 +480,84 @@ def _wait(
     )
 
 
+def first_fatal(problems: Sequence[PodProblem]) -> PodProblem | None:
+    """The first problem that will not fix itself, if any (pure)."""
+    return next((p for p in problems if p.fatal), None)
+
+
+def pod_log_tail(client: ApiClient, namespace: str, problem: PodProblem) -> list[str]:
+    """The last lines the failing container wrote (its previous run's, for a crash loop).
+
+    Best effort: a container that never started has no log, and that is no new error.
+    """
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    api = CoreV1Api(client)
+    for previous in (True, False) if problem.restarts else (False,):
+        try:
+            text = api.read_namespaced_pod_log(
+                problem.pod,
+                namespace,
+                container=problem.container,
+                tail_lines=LOG_LINES,
+                previous=previous,
+                _request_timeout=10,
+            )
+        except (ApiException, OSError):
+            continue
+        lines = [_one_line(line, 300) for line in str(text or "").splitlines() if line.strip()]
+        if lines:
+            return lines[-LOG_LINES:]
+    return []
+
+
+def current_replica_set(deployment: Any, replica_sets: Sequence[Any]) -> Any | None:
+    """The ReplicaSet of the Deployment's current revision, or None until the controller
+    has made it (pure). Never an older one: its pods are not this rollout's."""
+    metadata = _field(deployment, "metadata")
+    status = _field(deployment, "status") or {}
+    uid = _field(metadata, "uid")
+    if _int(metadata, "generation", "generation") > _int(
+        status, "observedGeneration", "observed_generation"
+    ):
+        return None  # the controller has not seen the change: the new ReplicaSet may not exist
+    revision = _revision(deployment)
+    for replica_set in replica_sets:
+        rs_meta = _field(replica_set, "metadata")
+        owners = _field(rs_meta, "ownerReferences", "owner_references") or ()
+        if any(_field(ref, "uid") == uid for ref in owners) and _revision(replica_set) == revision:
+            return replica_set
+    return None
+
+
+def own_events(events: Sequence[Any], replica_set: Any) -> list[Any]:
+    """The events about this ReplicaSet and its pods only, oldest first (pure).
+
+    Not the Deployment's (Normal scaling events), not the HPA's of the same name, not
+    those of older ReplicaSets' pods.
+    """
+    name = str(_field(_field(replica_set, "metadata"), "name"))
+    chosen = []
+    for event in events:
+        involved = _field(event, "involvedObject", "involved_object")
+        kind = _field(involved, "kind")
+        involved_name = str(_field(involved, "name") or "")
+        if (kind == "ReplicaSet" and involved_name == name) or (
+            kind == "Pod" and involved_name.startswith(name + "-")
+        ):
+            chosen.append(event)
+    chosen.sort(key=_event_time)
+    return chosen
+
+
 def new_pod_problems(client: ApiClient, namespace: str, deployment: Any) -> list[PodProblem]:
-    """Stuck containers of the Deployment's newest ReplicaSet's pods."""
+    """Stuck containers of the pods of the Deployment's current ReplicaSet."""
     from kubernetes.client import CoreV1Api
 
-    replica_set = _newest_replica_set(client, namespace, deployment)
+    replica_set = current_replica_set(
+        deployment, _owned_replica_sets(client, namespace, deployment)
+    )
     if replica_set is None:
         return []
     template_hash = (replica_set.metadata.labels or {}).get(TEMPLATE_HASH)
@@ -422,6 +597,7 @@ def pod_problems(pods: Sequence[Any]) -> list[PodProblem]:
                         container=str(_field(container, "name")),
                         reason=str(reason),
                         message=_one_line(message),
+                        restarts=_int(container, "restartCount", "restart_count"),
                     )
                 )
     return problems
@@ -439,29 +615,27 @@ def failure_reasons(
         text = f"{problem.reason} in pod {problem.pod}"
         if text not in reasons and len(reasons) < 3:
             reasons.append(text)
-    # Events of the Deployment, its newest ReplicaSet and that ReplicaSet's pods only.
-    names = {str(_field(_field(deployment, "metadata"), "name"))}
-    pod_prefix = None
-    replica_set = _newest_replica_set(client, namespace, deployment)
-    if replica_set is not None:
-        names.add(replica_set.metadata.name)
-        pod_prefix = replica_set.metadata.name + "-"
+    # Warning events of this rollout's ReplicaSet and its pods only.
+    replica_set = current_replica_set(
+        deployment, _owned_replica_sets(client, namespace, deployment)
+    )
+    if replica_set is None:
+        return reasons
     with api_errors("events", namespace=namespace):
         events = CoreV1Api(client).list_namespaced_event(namespace, field_selector="type=Warning")
-    relevant = [
-        e
-        for e in events.items
-        if (involved := e.involved_object.name or "") in names
-        or (pod_prefix is not None and involved.startswith(pod_prefix))
-    ]
-    relevant.sort(key=_event_time)
-    for event in relevant[-2:]:
+    for event in own_events(events.items, replica_set)[-2:]:
         reasons.append(f"event {event.reason}: {_one_line(event.message or '')}")
     return reasons
 
 
 def _event_time(event: Any) -> datetime:
-    moment = event.last_timestamp or event.event_time or event.first_timestamp
+    moment = (
+        _field(event, "lastTimestamp", "last_timestamp")
+        or _field(event, "eventTime", "event_time")
+        or _field(event, "firstTimestamp", "first_timestamp")
+    )
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
     return moment if isinstance(moment, datetime) else datetime.min.replace(tzinfo=UTC)
 
 
@@ -471,7 +645,7 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 
 def _revision(obj: Any) -> int:
-    annotations = obj.metadata.annotations or {}
+    annotations = _field(_field(obj, "metadata"), "annotations") or {}
     try:
         return int(annotations.get(REVISION, "0"))
     except ValueError:
@@ -489,11 +663,6 @@ def _owned_replica_sets(client: ApiClient, namespace: str, deployment: Any) -> l
         for rs in items
         if rs.metadata and any(ref.uid == uid for ref in rs.metadata.owner_references or ())
     ]
-
-
-def _newest_replica_set(client: ApiClient, namespace: str, deployment: Any) -> Any | None:
-    owned = _owned_replica_sets(client, namespace, deployment)
-    return max(owned, key=_revision, default=None)
 
 
 def _undo(client: ApiClient, namespace: str, deployment: str) -> str:
@@ -530,7 +699,11 @@ def _undo(client: ApiClient, namespace: str, deployment: str) -> str:
     ]
     with api_errors("Deployment", name=deployment, namespace=namespace):
         AppsV1Api(client).patch_namespaced_deployment(
-            deployment, namespace, patch, _content_type="application/json-patch+json"
+            deployment,
+            namespace,
+            patch,
+            field_manager=FIELD_MANAGER,
+            _content_type="application/json-patch+json",
         )
     return str(_revision(previous))
 

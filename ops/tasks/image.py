@@ -86,6 +86,11 @@ def run_push(settings: Settings, refs: Sequence[ImageRef]) -> list[PushedTag]:
         pushed = push(refs, registry, on_layer=on_layer)
     for tag in pushed:
         console.success(f"pushed {tag.ref}  {tag.digest}")
+        if tag.instead_of:
+            console.warn(
+                f"the registry already has {tag.instead_of} for another image: "
+                f"pushed {tag.ref.tag} instead (a version tag is never moved)"
+            )
     return pushed
 
 

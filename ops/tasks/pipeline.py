@@ -37,7 +37,7 @@ def pipeline(
     undo_on_failure: bool = False,
     verbose: bool = False,
 ) -> None:
-    """Build the image, push both tags, restart the Deployment and wait until it is ready."""
+    """Build the image, push both tags, roll the Deployment out to the pushed digest, wait."""
     from ops.images import plan_build
 
     settings = settings_for(context=context, namespace=namespace, rollout_timeout=timeout)
@@ -55,6 +55,7 @@ def pipeline(
             items.append(("login", settings.registry_username or "(anonymous)"))
         if target is not None:
             items += rollout_plan_items(settings, target)
+            items.append(("rollout image", f"{settings.image}@<digest of the push> (immutable)"))
         else:
             items.append(("rollout", "no (--no-push)" if no_push else "no (--no-rollout)"))
         console.plan("pipeline would:", items)
@@ -62,9 +63,12 @@ def pipeline(
     built = run_build(settings, plan, verbose=verbose)
     if no_push:
         return
-    run_push(settings, built.refs)
+    pushed = run_push(settings, built.refs)
     if target is not None:
-        run_restart(settings, target, undo_on_failure=undo_on_failure)
+        # The exact image just pushed, by digest: the new ReplicaSet's template is immutable,
+        # so a later pod (or an undo) never pulls whatever `latest` has become.
+        image = f"{pushed[0].ref.name}@{pushed[0].digest}"
+        run_restart(settings, target, undo_on_failure=undo_on_failure, image=image)
 
 
 ns = Collection("pipeline", pipeline)

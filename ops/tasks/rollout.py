@@ -41,26 +41,45 @@ def show_problem(problem: PodProblem) -> None:
     console.warn(str(problem))
 
 
+def show_log(error: Exception) -> None:
+    """The failing container's last log lines, if the error carries them."""
+    context = getattr(error, "context", {})
+    log = context.get("log") if isinstance(context, dict) else None
+    if isinstance(log, list) and log:
+        console.info(f"last log lines of pod {context.get('pod')}:")
+        for line in log:
+            console.info(f"    {line}")
+
+
 def show_undo(revision: str) -> None:
     console.warn(f"rolling back to revision {revision} (the previous ReplicaSet's pod template)")
 
 
-def run_restart(settings: Settings, target: KubeTarget, *, undo_on_failure: bool) -> RolloutResult:
+def run_restart(
+    settings: Settings, target: KubeTarget, *, undo_on_failure: bool, image: str | None = None
+) -> RolloutResult:
+    from ops.errors import RolloutFailed
     from ops.rollout import restart as restart_deployment
 
+    action = f"rolling out {image} to" if image else "restarting"
     console.step(
-        f"restarting Deployment {settings.deployment} in {target.namespace} "
+        f"{action} Deployment {settings.deployment} in {target.namespace} "
         f"(context {target.context})"
     )
-    result = restart_deployment(
-        target,
-        settings.deployment,
-        timeout=settings.rollout_timeout,
-        undo_on_failure=undo_on_failure,
-        on_progress=show_progress,
-        on_problem=show_problem,
-        on_undo=show_undo,
-    )
+    try:
+        result = restart_deployment(
+            target,
+            settings.deployment,
+            timeout=settings.rollout_timeout,
+            undo_on_failure=undo_on_failure,
+            on_progress=show_progress,
+            on_problem=show_problem,
+            on_undo=show_undo,
+            image=image,
+        )
+    except RolloutFailed as error:
+        show_log(error)
+        raise
     console.success(
         f"rolled out {settings.deployment} (revision {result.revision}) "
         f"in {result.seconds:.0f} s: {result.status.progress}"

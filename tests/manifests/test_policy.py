@@ -353,3 +353,17 @@ def test_argocd_application(rendered: dict[str, list[Manifest]], environment: st
         DEFAULTS.deployment,
         ["/spec/replicas"],
     )
+    assert "RespectIgnoreDifferences=true" in spec["syncPolicy"]["syncOptions"]
+    image_owned_by_pipeline = [
+        d
+        for d in spec["ignoreDifferences"][1:]
+        if (d["kind"], d["name"]) == ("Deployment", DEFAULTS.deployment)
+        and any(".image" in path for path in d.get("jqPathExpressions", ()))
+    ]
+    # Only development's image is the pipeline's; staging and production take theirs from git.
+    assert bool(image_owned_by_pipeline) == (environment == "development")
+    if image_owned_by_pipeline:
+        deployment = find(rendered[environment], "Deployment", DEFAULTS.deployment)
+        container = deployment["spec"]["template"]["spec"]["containers"][0]["name"]
+        expression = image_owned_by_pipeline[0]["jqPathExpressions"][0]
+        assert f'select(.name == "{container}")' in expression

@@ -11,9 +11,11 @@ import pytest
 from ops.config import Settings, load_settings
 from ops.errors import BuildError, ConfigError, PushError
 from ops.images import (
+    VERSION_TAG,
     BuildLog,
     ImageRef,
     LayerProgress,
+    free_version_tag,
     git_revision,
     image_refs,
     plan_build,
@@ -235,3 +237,17 @@ def test_build_error_names_the_step_and_carries_its_output() -> None:
         "hello from step three",
         "ls: /nope: No such file or directory",
     ]
+
+
+def test_a_version_tag_is_never_moved_to_another_image() -> None:
+    """Recorded: two pushes in one minute moved v1-…-HHMM from a good image to a broken one."""
+    registry = {"v1-20261130-1142": "sha256:good", "v1-20261130-1142-2": "sha256:other"}
+    assert free_version_tag("v1-20261130-1142", registry.get, "sha256:broken") == (
+        "v1-20261130-1142-3"
+    )
+    # The same image again keeps its tag; a free tag is used as it is.
+    assert free_version_tag("v1-20261130-1142", registry.get, "sha256:good") == "v1-20261130-1142"
+    assert free_version_tag("v1-20261130-1143", registry.get, None) == "v1-20261130-1143"
+    # Unknown digest (no earlier tag in this push): an existing tag is never reused.
+    assert free_version_tag("v1-20261130-1142", registry.get, None) == "v1-20261130-1142-3"
+    assert VERSION_TAG.match("v1-20261130-1142-3") and not VERSION_TAG.match("latest")

@@ -84,6 +84,9 @@ def test_pipeline_plan_names_everything(workdir: Path) -> None:
     assert plan["builder"] == "classic (the docker SDK cannot drive BuildKit)"
     assert plan["push"] == "to localhost:30002"
     assert plan["login"] == "ci-robot"
+    assert plan["rollout image"] == (
+        "localhost:30002/studenten/manifest-app@<digest of the push> (immutable)"
+    )
     assert (plan["context"], plan["namespace"], plan["Deployment"]) == (
         "docker-desktop",
         "staging",

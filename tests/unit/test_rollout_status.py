@@ -7,9 +7,19 @@ from typing import Any
 
 import pytest
 
+from ops.errors import RolloutFailed
 from ops.rollout import (
+    FAIL_FAST_HINTS,
+    RESTARTED_AT,
+    PodProblem,
     RolloutStatus,
+    app_container,
+    current_replica_set,
     evaluate,
+    first_fatal,
+    image_name,
+    image_patch,
+    own_events,
     pod_problems,
     restart_patch,
     restarted_at,
@@ -354,3 +364,151 @@ def test_pod_problems_name_the_waiting_reasons() -> None:
         ("manifest-app-7d9c8-klmno", "CrashLoopBackOff"),
     ]
     assert "Back-off pulling image" in str(problems[0])
+
+
+# --- failing fast, on this rollout's own pods and events -----------------------------------
+
+UID = "5f1c2d7e-0000-4000-8000-000000000001"
+
+
+def replica_set(name: str, revision: str, *, owner: str = UID) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "annotations": {"deployment.kubernetes.io/revision": revision},
+            "labels": {"pod-template-hash": name.rsplit("-", 1)[1]},
+            "ownerReferences": [{"kind": "Deployment", "name": "manifest-app", "uid": owner}],
+        }
+    }
+
+
+def observed_deployment(*, revision: str, generation: int = 4, observed: int = 4) -> dict[str, Any]:
+    deployment = recorded(generation=generation, status={"observedGeneration": observed})
+    deployment["metadata"]["uid"] = UID
+    deployment["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": revision}
+    return deployment
+
+
+def test_the_current_replica_set_is_the_one_of_the_deployments_revision() -> None:
+    sets = [
+        replica_set("manifest-app-old11", "3"),
+        replica_set("manifest-app-new22", "4"),
+        replica_set("other-app-zzz99", "9", owner="someone-else"),
+    ]
+    chosen = current_replica_set(observed_deployment(revision="4"), sets)
+    assert chosen is not None and chosen["metadata"]["name"] == "manifest-app-new22"
+
+
+def test_no_replica_set_is_current_before_the_controller_saw_the_change() -> None:
+    """Right after the patch, the newest ReplicaSet is still the old one: its crash-looping
+    pods are not this rollout's."""
+    sets = [replica_set("manifest-app-old11", "3")]
+    assert current_replica_set(observed_deployment(revision="3", observed=3), sets) is None
+    assert current_replica_set(observed_deployment(revision="4"), sets) is None
+
+
+def problem(reason: str, restarts: int = 0) -> PodProblem:
+    return PodProblem(
+        pod="manifest-app-new22-abcde",
+        container="app",
+        reason=reason,
+        message="",
+        restarts=restarts,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "restarts", "fatal"),
+    [
+        ("CrashLoopBackOff", 0, False),
+        ("CrashLoopBackOff", 1, True),
+        ("ImagePullBackOff", 0, True),
+        ("ErrImagePull", 0, True),
+        ("CreateContainerConfigError", 0, True),
+        ("InvalidImageName", 0, True),
+        ("Error", 1, False),
+        ("Unschedulable", 0, False),
+    ],
+    ids=lambda v: str(v),
+)
+def test_which_problems_fail_the_rollout_at_once(reason: str, restarts: int, fatal: bool) -> None:
+    assert problem(reason, restarts).fatal is fatal
+
+
+def test_each_fatal_reason_has_its_own_hint() -> None:
+    hints = {reason: problem(reason, 1).hint for reason in FAIL_FAST_HINTS}
+    assert "log lines" in hints["CrashLoopBackOff"]
+    assert "pull" in hints["ImagePullBackOff"] and "harbor-regcred" in hints["ErrImagePull"]
+    assert "Secret or ConfigMap" in hints["CreateContainerConfigError"]
+    assert not any("Raise --timeout" in h for h in hints.values())
+
+
+def test_the_first_fatal_problem_is_chosen_from_recorded_pods() -> None:
+    pods = copy.deepcopy(RECORDED_PODS)
+    pods[2]["status"]["containerStatuses"][0]["restartCount"] = 2
+    problems = pod_problems(pods)
+    assert [p.restarts for p in problems] == [0, 2]
+    found = first_fatal(problems)
+    assert found is not None and found.reason == "ImagePullBackOff"
+    assert first_fatal([problem("CrashLoopBackOff", 0), problem("Error", 1)]) is None
+
+
+def event(kind: str, name: str, reason: str, when: str) -> dict[str, Any]:
+    return {
+        "involvedObject": {"kind": kind, "name": name},
+        "reason": reason,
+        "message": f"{reason} on {name}",
+        "type": "Warning",
+        "lastTimestamp": when,
+    }
+
+
+def test_only_events_of_the_rollouts_replica_set_and_its_pods_are_shown() -> None:
+    """Recorded: an HPA of the Deployment's name warned while the new pods crash-looped."""
+    events = [
+        event("Pod", "manifest-app-new22-abcde", "BackOff", "2026-11-30T10:00:20Z"),
+        event(
+            "HorizontalPodAutoscaler",
+            "manifest-app",
+            "FailedGetResourceMetric",
+            "2026-11-30T10:00:25Z",
+        ),
+        event("Pod", "manifest-app-old11-fghij", "Unhealthy", "2026-11-30T10:00:26Z"),
+        event("ReplicaSet", "manifest-app-new22", "FailedCreate", "2026-11-30T10:00:05Z"),
+        event("Deployment", "manifest-app", "Whatever", "2026-11-30T10:00:27Z"),
+    ]
+    chosen = own_events(events, replica_set("manifest-app-new22", "4"))
+    assert [e["reason"] for e in chosen] == ["FailedCreate", "BackOff"]
+
+
+# --- rolling out an immutable image -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "name"),
+    [
+        ("localhost:30002/a/b:latest", "localhost:30002/a/b"),
+        ("localhost:30002/a/b@sha256:ab", "localhost:30002/a/b"),
+        ("localhost:30002/a/b:v1-x@sha256:ab", "localhost:30002/a/b"),
+        ("localhost:30002/a/b", "localhost:30002/a/b"),
+        ("busybox", "busybox"),
+    ],
+)
+def test_image_name_drops_tag_and_digest(image: str, name: str) -> None:
+    assert image_name(image) == name
+
+
+def test_the_image_patch_sets_the_apps_container_and_restarts() -> None:
+    deployment = recorded(status={})
+    deployment["spec"]["template"]["spec"]["containers"].append(
+        {"name": "sidecar", "image": "localhost:30002/other:1"}
+    )
+    container = app_container(deployment, "localhost:30002/studenten/manifest-app")
+    assert container == "app"
+    digest_ref = "localhost:30002/studenten/manifest-app@sha256:" + "a" * 64
+    patch = image_patch(container, digest_ref, "2026-11-30T10:00:00Z")
+    template = patch["spec"]["template"]
+    assert template["spec"]["containers"] == [{"name": "app", "image": digest_ref}]
+    assert template["metadata"]["annotations"] == {RESTARTED_AT: "2026-11-30T10:00:00Z"}
+    with pytest.raises(RolloutFailed, match="no single container running localhost:30002/x"):
+        app_container(deployment, "localhost:30002/x")
