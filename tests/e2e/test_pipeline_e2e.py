@@ -6,10 +6,12 @@ does), so after the pipeline its new pods must run exactly the digest that was p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,14 +31,18 @@ ROOT = Path(__file__).resolve().parents[2]
 BUSYBOX = Path("/bin/busybox")
 
 
-def write_context(folder: Path, message: str) -> None:
+SERVE = "trap 'exit 0' TERM; while true; do sleep 1; done"
+CRASH = "echo starting version three; echo 'fatal: DB_HOST is not set' >&2; exit 3"
+
+
+def write_context(folder: Path, message: str, command: str = SERVE) -> None:
     folder.mkdir(exist_ok=True)
     shutil.copy2(BUSYBOX, folder / "busybox")
     (folder / "Dockerfile").write_text(
         "FROM scratch\nCOPY busybox /bin/busybox\n"
         'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
         f"RUN echo {message} > /message\nUSER 1000\n"
-        'CMD ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 1; done"]\n',
+        f"CMD {json.dumps(['sh', '-c', command])}\n",
         encoding="utf-8",
     )
 
@@ -134,3 +140,55 @@ def test_pipeline_builds_pushes_and_rolls_out(
         status = pod.status.container_statuses[0]
         assert status.ready
         assert status.image_id.endswith(digest), "the new pods run the digest just pushed"
+    # The ReplicaSet's template names that exact image, not the moving `latest`.
+    deployment = apps.read_namespaced_deployment(DEPLOYMENT, namespace)
+    good_ref = f"{registry.host}/{repository}@{digest}"
+    assert deployment.spec.template.spec.containers[0].image == good_ref
+
+    # Version 3 crash-loops: the rollout fails fast with the pod's log, and is undone.
+    write_context(tmp_path / "app", "three", CRASH)
+    started = time.monotonic()
+    third = pipeline("--undo-on-failure", "--timeout", "300")
+    elapsed = time.monotonic() - started
+    assert third.returncode == 1, third.stdout + third.stderr
+    errors = [line for line in third.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in third.stdout + third.stderr
+    assert "CrashLoopBackOff" in errors[0] and "rolled back to revision" in errors[0], errors
+    assert "Raise --timeout" not in third.stderr
+    assert "last log lines" in third.stdout and "fatal: DB_HOST is not set" in third.stdout
+    assert elapsed < 200, f"the crash loop should fail fast, not wait the timeout ({elapsed:.0f} s)"
+    broken = manifest_digest(api, repository, "latest")
+    assert broken is not None and broken != digest  # `latest` now names the broken image
+
+    # The undo holds: a pod replaced after it runs the good digest, not today's `latest`.
+    core = client.CoreV1Api(kube_api)
+    deployment = apps.read_namespaced_deployment(DEPLOYMENT, namespace)
+    assert deployment.spec.template.spec.containers[0].image == good_ref
+    wait_for_ready_pods(core, namespace, 2)
+    victim = live_pods(core, namespace)[0].metadata.name
+    core.delete_namespaced_pod(victim, namespace, grace_period_seconds=0)
+    replacements = wait_for_ready_pods(core, namespace, 2, without=victim)
+    assert victim not in {p.metadata.name for p in replacements}
+    for pod in replacements:
+        assert pod.status.container_statuses[0].image_id.endswith(digest)
+
+
+def live_pods(core: Any, namespace: str) -> list[Any]:
+    pods = core.list_namespaced_pod(namespace, label_selector="app=e2e-app").items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def wait_for_ready_pods(core: Any, namespace: str, count: int, without: str = "") -> list[Any]:
+    deadline = time.monotonic() + 120
+    while True:
+        pods = [p for p in live_pods(core, namespace) if p.metadata.name != without]
+        ready = [
+            p
+            for p in pods
+            if p.status.container_statuses and all(c.ready for c in p.status.container_statuses)
+        ]
+        if len(ready) == count == len(pods):
+            return ready
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(ready)} of {count} pods ready after 120 s")
+        time.sleep(1)

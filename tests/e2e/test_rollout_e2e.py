@@ -165,28 +165,60 @@ def test_restart_rolls_out_a_new_replica_set(
     assert result.revision == "2"
 
 
-def test_broken_image_fails_with_its_reason_and_is_undone(
-    apps_v1: Any, namespace: str, rolled_out: str, target: KubeTarget, good_image: str
+BROKEN_TEMPLATES = {
+    # the image cannot be pulled
+    "image-pull": (
+        lambda image: {"image": image.rsplit(":", 1)[0] + ":no-such-tag"},
+        {"ImagePullBackOff", "ErrImagePull"},
+        "cannot pull the image",
+    ),
+    # a Secret the container's env refers to does not exist
+    "missing-secret": (
+        lambda image: {
+            "env": [
+                {
+                    "name": "DB_PASSWORD",
+                    "valueFrom": {"secretKeyRef": {"name": "no-such-secret", "key": "password"}},
+                }
+            ]
+        },
+        {"CreateContainerConfigError"},
+        "Secret or ConfigMap",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_TEMPLATES))
+def test_a_broken_rollout_fails_fast_with_its_reason_and_is_undone(
+    apps_v1: Any, namespace: str, rolled_out: str, target: KubeTarget, good_image: str, case: str
 ) -> None:
+    import time
+
+    from ops.errors import RolloutFailed
     from ops.rollout import evaluate, wait
 
-    broken = good_image.rsplit(":", 1)[0] + ":no-such-tag"
-    patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": broken}]}}}}
+    change, reasons, hint = BROKEN_TEMPLATES[case]
+    container = {"name": "app", **change(good_image)}
+    patch = {"spec": {"template": {"spec": {"containers": [container]}}}}
     apps_v1.patch_namespaced_deployment(rolled_out, namespace, patch)
     problems: list[str] = []
     undone: list[str] = []
-    with pytest.raises(RolloutTimeout) as caught:
+    started = time.monotonic()
+    with pytest.raises(RolloutFailed) as caught:
         wait(
             target,
             rolled_out,
-            timeout=40,
+            timeout=240,
             undo_on_failure=True,
             on_problem=lambda p: problems.append(p.reason),
             on_undo=undone.append,
         )
+    assert not isinstance(caught.value, RolloutTimeout)
+    assert time.monotonic() - started < 120, "failed fast, long before the timeout"
     message = str(caught.value)
-    assert "ImagePullBackOff" in message or "ErrImagePull" in message
-    assert {"ImagePullBackOff", "ErrImagePull"} & set(problems)
+    assert caught.value.context["reason"] in reasons, message
+    assert hint in caught.value.hint and "Raise --timeout" not in caught.value.hint
+    assert reasons & set(problems)
     assert undone == ["1"]
     assert "rolled back to revision 1 (complete)" in message
 

@@ -167,6 +167,44 @@ def test_build_and_push_both_tags_with_one_digest(
     assert digests == {p.digest for p in pushed}
 
 
+def test_a_version_tag_already_pushed_for_another_image_is_never_moved(
+    tmp_path: Path, build_dir: Path, lab_registry: Registry, repository: str
+) -> None:
+    """Seen: two pushes in the same minute moved v1-...-HHMM from a good image to a broken one."""
+    from datetime import UTC, datetime
+
+    from ops.images import push as push_refs
+
+    minute = datetime(2026, 11, 30, 11, 42, 7, tzinfo=UTC)
+    settings = settings_for_test(
+        tmp_path, registry=lab_registry.host, image_repository=repository, build_context=build_dir
+    )
+    first = plan_build(settings, now=minute)
+    build(first)
+    good = push_refs(first.refs, lab_registry)
+    (build_dir / "Dockerfile").write_text(
+        GOOD_DOCKERFILE.replace("echo built", "echo broken"), encoding="utf-8"
+    )
+    second = plan_build(settings, now=minute.replace(second=51))
+    assert [r.tag for r in second.refs] == [r.tag for r in first.refs]  # the same minute
+    build(second)
+    broken = push_refs(second.refs, lab_registry)
+
+    assert good[0].digest != broken[0].digest
+    assert manifest_digest(lab_registry, repository, "v1-20261130-1142") == good[0].digest
+    assert manifest_digest(lab_registry, repository, "v1-20261130-1142-2") == broken[0].digest
+    assert manifest_digest(lab_registry, repository, "latest") == broken[0].digest
+    assert (broken[1].ref.tag, broken[1].instead_of) == ("v1-20261130-1142-2", "v1-20261130-1142")
+    # Pushing the same image again keeps its tag: nothing new is made.
+    again = push_refs(second.refs, lab_registry)
+    assert again[1].ref.tag == "v1-20261130-1142-2"
+    assert sorted(list_tags(lab_registry, repository)) == [
+        "latest",
+        "v1-20261130-1142",
+        "v1-20261130-1142-2",
+    ]
+
+
 def test_wrong_password_is_a_push_error(
     tmp_path: Path, build_dir: Path, lab_registry: Registry, repository: str
 ) -> None:
