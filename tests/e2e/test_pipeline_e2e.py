@@ -151,9 +151,11 @@ def test_pipeline_builds_pushes_and_rolls_out(
     third = pipeline("--undo-on-failure", "--timeout", "300")
     elapsed = time.monotonic() - started
     assert third.returncode == 1, third.stdout + third.stderr
-    errors = [line for line in third.stderr.splitlines() if line.strip()]
+    errors = [line for line in third.stderr.splitlines() if line.startswith("error:")]
     assert "Traceback" not in third.stdout + third.stderr
-    assert "CrashLoopBackOff" in errors[0] and "rolled back to revision" in errors[0], errors
+    assert len(errors) == 1, third.stderr  # warnings while waiting, then one error line
+    assert third.stderr.rstrip().endswith(errors[0])
+    assert "CrashLoopBackOff" in errors[0] and "rolled back to revision 2" in errors[0], errors
     assert "Raise --timeout" not in third.stderr
     assert "last log lines" in third.stdout and "fatal: DB_HOST is not set" in third.stdout
     assert elapsed < 200, f"the crash loop should fail fast, not wait the timeout ({elapsed:.0f} s)"
