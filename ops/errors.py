@@ -18,7 +18,8 @@
     └── BackupError            dumps, restores and their files
         ├── DumpFailed         pg_dump did not produce a complete dump
         ├── RestoreFailed      the restore did not apply (the database is unchanged)
-        └── CorruptBackup      a backup file is missing, truncated, foreign or altered
+        ├── CorruptBackup      a backup file is missing, truncated, foreign or altered
+        └── BackupKeyError     the age key to encrypt or decrypt a backup is missing or wrong
 
 Library errors (docker, kubernetes, psycopg) are converted where they are caught, with
 ``raise X(...) from exc``; tasks turn any ``OpsError`` into one red line and an exit code.
@@ -155,3 +156,13 @@ class CorruptBackup(BackupError):
 
     exit_code = 3
     default_hint = "Use another backup (`inv backup.list`), or run `inv backup.verify FILE`."
+
+
+class BackupKeyError(BackupError):
+    """The age key to encrypt or decrypt a backup is missing, unreadable or not the right one."""
+
+    exit_code = 2
+    default_hint = (
+        "Set MANIFEST_BACKUP_IDENTITY_FILE (or secrets/backup_identity.txt) to the private key "
+        "made by `inv backup.keygen`."
+    )

@@ -30,6 +30,8 @@ PACKAGES = (
     # certificates
     "openssl",
     "ca-certificates",
+    # tests: the age CLI must open the suite's encrypted backups (and the daemon image has it)
+    "age",
 )
 
 

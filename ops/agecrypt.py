@@ -1,0 +1,404 @@
+"""age encryption for backups, streaming in both directions with bounded memory.
+
+The format is age v1 (https://age-encryption.org/v1), so a backup can also be opened with
+the ``age``/``rage`` command-line tools: ``age -d -i key.txt FILE > dump``. The library is
+``pyrage`` (bindings to rage, the Rust implementation): age-compatible by construction,
+wheels for Linux, macOS and Windows, no hand-written cryptography here.
+
+pyrage streams only as a pump, ``encrypt_io(reader, writer)``/``decrypt_io(reader, writer)``,
+which pulls 8 KiB reads and pushes 64 KiB age chunks. Our streams go the other way round
+(the exec layer *pushes* a dump into a writer; a restore *pulls* its stdin from a reader),
+so each direction runs the pump on a thread joined to us by an OS pipe: memory stays at
+the pipe's buffer plus age's chunk, and a failure on either side surfaces on ours (a
+decryption error is raised by ``read``, never seen as an early end of the stream).
+
+Keys: recipients are public (``age1...`` or an ``ssh-ed25519``/``ssh-rsa`` public key),
+identities are private key files in age-keygen's format (or an OpenSSH private key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Protocol
+
+from ops.errors import BackupKeyError, ConfigError, CorruptBackup
+
+MAGIC = b"age-encryption.org/v1\n"
+_PIPE_SIZE = 1024 * 1024  # Linux lets a pipe grow to 1 MiB without privileges
+_F_SETPIPE_SZ = 1031
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyPair:
+    """A new identity (secret: never print it) and its public recipient."""
+
+    identity: str
+    recipient: str
+
+
+def generate() -> KeyPair:
+    import pyrage
+
+    ident = pyrage.x25519.Identity.generate()
+    return KeyPair(identity=str(ident), recipient=str(ident.to_public()))
+
+
+def parse_recipient(text: str, *, source: str = "recipients") -> Any:
+    """One public key as pyrage's recipient object; ConfigError naming ``source`` if bad."""
+    import pyrage
+
+    key = text.strip()
+    try:
+        if key.startswith("age1"):
+            return pyrage.x25519.Recipient.from_str(key)
+        if key.startswith("ssh-"):
+            return pyrage.ssh.Recipient.from_str(key)
+    except pyrage.RecipientError:
+        pass
+    shown = key if len(key) <= 80 else key[:77] + "..."
+    raise ConfigError(
+        f"{source}: {shown!r} is not an age public key (age1...) or an ssh-ed25519/ssh-rsa key",
+        hint="Use the 'public key:' line that `inv backup.keygen` printed.",
+    )
+
+
+def check_recipients(recipients: Iterable[str], *, source: str = "recipients") -> list[str]:
+    """The recipients, stripped and validated (each one parses), in order, without repeats."""
+    seen: list[str] = []
+    for r in recipients:
+        key = r.strip()
+        if key and key not in seen:
+            parse_recipient(key, source=source)
+            seen.append(key)
+    return seen
+
+
+def read_identities(path: Path) -> list[Any]:
+    """The identities in an age identity file (or an OpenSSH private key file)."""
+    import pyrage
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BackupKeyError(
+            f"identity file {path} does not exist",
+            hint="Point MANIFEST_BACKUP_IDENTITY_FILE at the private key made by "
+            "`inv backup.keygen`, or put it at secrets/backup_identity.txt.",
+        ) from None
+    except OSError as exc:
+        raise BackupKeyError(f"cannot read identity file {path}: {exc.strerror}") from exc
+    if data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            return [pyrage.ssh.Identity.from_buffer(data)]
+        except pyrage.IdentityError as exc:
+            raise BackupKeyError(f"{path} is not a usable SSH private key: {exc}") from None
+    identities = []
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            identities.append(pyrage.x25519.Identity.from_str(line))
+        except pyrage.IdentityError:
+            # The line is secret: say where it is, never what it is.
+            raise BackupKeyError(
+                f"{path}, line {n}: not an age identity (AGE-SECRET-KEY-1...)",
+                hint="Use the file `inv backup.keygen` wrote, unchanged.",
+            ) from None
+    if not identities:
+        raise BackupKeyError(f"{path} holds no age identity (AGE-SECRET-KEY-1...)")
+    return identities
+
+
+def public_keys(identities: Sequence[Any]) -> list[str]:
+    """The recipients of x25519 identities (SSH identities cannot say theirs)."""
+    return [str(i.to_public()) for i in identities if hasattr(i, "to_public")]
+
+
+def write_identity_file(path: Path, pair: KeyPair, *, now: datetime | None = None) -> None:
+    """Write ``pair`` as age-keygen does (readable by ``age -d -i``), mode 0600; never
+    replaces an existing file."""
+    when = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    text = f"# created: {when}\n# public key: {pair.recipient}\n{pair.identity}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def is_encrypted(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is an age file (binary, not armored)."""
+    return head.startswith(MAGIC)
+
+
+def file_is_encrypted(path: Path) -> bool:
+    with path.open("rb") as f:
+        return is_encrypted(f.read(len(MAGIC)))
+
+
+# --- streams ---------------------------------------------------------------------------
+
+
+def _pipe() -> tuple[io.FileIO, io.FileIO]:
+    r, w = os.pipe()
+    with contextlib.suppress(OSError, ImportError):  # fcntl: not on Windows
+        import fcntl
+
+        fcntl.fcntl(w, _F_SETPIPE_SZ, _PIPE_SIZE)
+    return io.FileIO(r, "rb"), io.FileIO(w, "wb")
+
+
+def _write_all(f: io.FileIO, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = f.write(view)
+        view = view[n or 0 :]
+
+
+class _GuardedSink:
+    """The pump's writer: remembers an exception from ``sink`` (pyrage's final flush
+    happens in a destructor that drops errors, so we must not rely on it to report one)."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self.sink = sink
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            self.sink.write(data)
+        except BaseException as exc:
+            self.error = self.error or exc
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class EncryptingWriter:
+    """Plaintext written here goes out as age ciphertext into ``sink``; ``close()`` writes
+    the last chunk. Nothing but ciphertext ever reaches ``sink``.
+
+    Use as a context manager: leaving it normally closes (and raises any error of the
+    encryption); leaving it by an exception only stops the thread.
+    """
+
+    def __init__(self, sink: _Sink, recipients: Sequence[str]) -> None:
+        import pyrage
+
+        if not recipients:
+            raise ConfigError("no recipients to encrypt to", hint="Run `inv backup.keygen`.")
+        parsed = [parse_recipient(r) for r in recipients]
+        self._sink = _GuardedSink(sink)
+        self._read_end, self._write_end = _pipe()
+        self._error: BaseException | None = None
+        self._closed = False
+
+        def pump() -> None:
+            try:
+                pyrage.encrypt_io(self._read_end, self._sink, parsed)
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._read_end.close()
+
+        self._thread = threading.Thread(target=pump, name="age-encrypt", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            _write_all(self._write_end, data)
+        except BrokenPipeError:
+            self._finish()  # the pump stopped: raise its reason
+            raise
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._write_end.close()
+            self._finish()
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._write_end.close()
+            self._thread.join()
+
+    def _finish(self) -> None:
+        self._thread.join()
+        error = self._sink.error or self._error
+        if error is not None:
+            if isinstance(error, OSError | KeyboardInterrupt):
+                raise error
+            raise BackupKeyError(f"age encryption failed: {error}") from error
+
+    def __enter__(self) -> EncryptingWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class DecryptingReader:
+    """Plaintext read from the age ciphertext in ``source``; ``read`` raises (never ends
+    early) if the ciphertext is altered, cut short, or not for ``identities``.
+
+    Plaintext before a bad chunk may already have been read: to be sure a file is whole
+    before acting on it, run ``check_file`` first.
+    """
+
+    def __init__(self, source: IO[bytes], identities: Sequence[Any], *, name: str) -> None:
+        import pyrage
+
+        self.name = name
+        self._read_end, self._write_end = _pipe()
+        self._error: BaseException | None = None
+        writer = self._write_end
+
+        def pump() -> None:
+            try:
+                pyrage.decrypt_io(source, _GuardedSink(writer), list(identities))
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                with contextlib.suppress(OSError):
+                    writer.close()
+
+        self._thread = threading.Thread(target=pump, name="age-decrypt", daemon=True)
+        self._thread.start()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._read_end.read(size if size > 0 else 1024 * 1024)
+        if not data:
+            self._thread.join()
+            if self._error is not None:
+                raise decrypt_error(self._error, self.name) from self._error
+        return data or b""
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        n = self._read_end.readinto(buffer) or 0
+        if n == 0:
+            self._thread.join()
+            if self._error is not None:
+                raise decrypt_error(self._error, self.name) from self._error
+        return n
+
+    def close(self) -> None:
+        self._read_end.close()  # the pump's next write fails: it stops
+        self._thread.join()
+
+    def __enter__(self) -> DecryptingReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def decrypt_error(
+    error: BaseException, name: str, *, recipients: Sequence[str] = (), mine: Sequence[str] = ()
+) -> BackupKeyError | CorruptBackup:
+    """pyrage's exception as ours: a key that does not fit, or an altered/cut file.
+
+    age cannot tell "not one of the recipients" from "the key stanzas were altered"; the
+    sidecar's list of recipients can (``recipients``: from the sidecar, ``mine``: the
+    public keys of the identities we hold).
+    """
+    text = str(error)
+    if "No matching keys" in text:
+        if recipients and mine and set(recipients) & set(mine):
+            return CorruptBackup(
+                f"{name}: its age header does not open with your identity although the "
+                "sidecar lists your key: the header was altered"
+            )
+        listed = f" (it is encrypted to {', '.join(recipients)})" if recipients else ""
+        return BackupKeyError(
+            f"{name}: your identity is not one of the file's recipients{listed}",
+            hint="Use the identity file of one of those keys "
+            "(MANIFEST_BACKUP_IDENTITY_FILE or secrets/backup_identity.txt).",
+        )
+    if "Header is invalid" in text or "Unknown age format" in text:
+        return CorruptBackup(f"{name}: not a readable age file ({text})")
+    return CorruptBackup(
+        f"{name}: the ciphertext fails age's authentication ({text}): it was altered or cut short"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checked:
+    """What a full decryption found: the plaintext's size and its first bytes."""
+
+    plain_size: int
+    head: bytes
+    tail: bytes
+
+
+class _Inspect:
+    def __init__(self, head: int, tail: int) -> None:
+        self.size = 0
+        self.head = bytearray()
+        self.tail = bytearray()
+        self._head, self._tail = head, tail
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if len(self.head) < self._head:
+            self.head += data[: self._head - len(self.head)]
+        self.tail += data[-self._tail :]
+        del self.tail[: -self._tail]
+        return len(data)
+
+
+def check_stream(
+    source: IO[bytes],
+    identities: Sequence[Any],
+    *,
+    name: str,
+    recipients: Sequence[str] = (),
+    head: int = 4096,
+    tail: int = 4096,
+) -> Checked:
+    """Decrypt all of ``source`` into nothing: every chunk is authenticated. Returns the
+    plaintext's size, head and tail (for format checks); raises BackupKeyError or
+    CorruptBackup."""
+    import pyrage
+
+    sink = _Inspect(head, tail)
+    try:
+        pyrage.decrypt_io(source, _GuardedSink(sink), list(identities))
+    except (pyrage.DecryptError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # a real read error of the file, not age's
+        raise decrypt_error(exc, name, recipients=recipients, mine=public_keys(identities)) from exc
+    return Checked(plain_size=sink.size, head=bytes(sink.head), tail=bytes(sink.tail))
+
+
+def check_file(path: Path, identities: Sequence[Any], *, recipients: Sequence[str] = ()) -> Checked:
+    with path.open("rb") as f:
+        return check_stream(f, identities, name=str(path), recipients=recipients)
