@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ops.config import Settings
 from ops.errors import BuildError, ConfigError, EngineUnavailable, ImageError, PushError
+from ops.plan import Item, Plan, items
 from ops.registry import Registry
 from ops.registry import check as check_registry
 
@@ -201,6 +202,39 @@ def plan_build(
         refs=image_refs(settings, now=moment, extra_tags=extra_tags),
         build_args=build_args,
         labels=labels,
+    )
+
+
+def build_items(plan: BuildPlan) -> tuple[Item, ...]:
+    """The lines a build shows in its plan."""
+    return items(
+        ("image", plan.refs[0].name),
+        ("tags", ", ".join(r.tag for r in plan.refs) + "  (version tag in UTC)"),
+        ("build context", str(plan.context)),
+        ("Dockerfile", plan.dockerfile),
+        ("builder", "classic (the docker SDK cannot drive BuildKit)"),
+        ("build args", ", ".join(f"{k}={v}" for k, v in plan.build_args.items()) or "(none)"),
+        *((f"label {k.rsplit('.', 1)[-1]}", v) for k, v in plan.labels.items()),
+    )
+
+
+def plan_image_build(settings: Settings, *, extra_tags: Iterable[str] = ()) -> Plan[BuildPlan]:
+    """``image.build``'s plan: its work is the ``BuildPlan`` that ``build`` carries out."""
+    build_plan = plan_build(settings, extra_tags=extra_tags)
+    return Plan(title="image.build", items=build_items(build_plan), work=build_plan)
+
+
+def plan_push(settings: Settings, *, extra_tags: Sequence[str] = ()) -> Plan[tuple[str, ...]]:
+    """``image.push``'s plan (the local tags are looked up when it acts: no engine needed)."""
+    return Plan(
+        title="image.push",
+        items=items(
+            ("image", f"{settings.image}:latest and its other local tags"),
+            ("extra tags", ", ".join(extra_tags) or "(none)"),
+            ("registry", settings.registry),
+            ("login", settings.registry_username or "(anonymous)"),
+        ),
+        work=tuple(extra_tags),
     )
 
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from ops.config import Settings
 from ops.errors import RolloutFailed, RolloutTimeout
 from ops.kube import KubeTarget, api_client, api_errors
+from ops.plan import Plan, items
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -133,6 +135,32 @@ class RolloutResult:
     restarted_at: str | None
     revision: str | None
     seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestartWork:
+    """What ``restart`` acts on: a Deployment in a target, and how long to wait for it."""
+
+    target: KubeTarget
+    deployment: str
+    timeout: float
+
+
+def plan_restart(settings: Settings, target: KubeTarget) -> Plan[RestartWork]:
+    """``rollout.restart``'s plan (reads nothing: a dry run needs no cluster)."""
+    return Plan(
+        title="rollout.restart",
+        items=items(
+            ("context", target.context),
+            ("namespace", target.namespace),
+            ("Deployment", settings.deployment),
+            ("action", "restart (patch kubectl.kubernetes.io/restartedAt), then wait"),
+            ("timeout", f"{settings.rollout_timeout:g} s"),
+        ),
+        work=RestartWork(
+            target=target, deployment=settings.deployment, timeout=settings.rollout_timeout
+        ),
+    )
 
 
 def _field(obj: Any, *names: str) -> Any:

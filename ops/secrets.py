@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ops import textfiles
-from ops.config import Settings, env_var
+from ops.config import MASK, Settings, env_var
 from ops.errors import ClusterError, FileError, NotFound, SecretsError
-from ops.kube import KubeTarget, api_client, api_errors
+from ops.kube import KubeTarget, api_client, api_errors, resolve_target
+from ops.plan import Ask, Item, Plan
 
 if TYPE_CHECKING:
     from kubernetes.client import CoreV1Api, V1Secret
@@ -195,6 +196,81 @@ def pull_secret(settings: Settings) -> DesiredSecret:
 def desired_secrets(settings: Settings) -> list[DesiredSecret]:
     """Both Secrets from the local files; the first problem found is raised."""
     return [db_secret(settings), pull_secret(settings)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplyWork:
+    """What ``apply`` needs to carry out a ``secrets.apply`` plan (values inside, unprinted)."""
+
+    target: KubeTarget
+    desired: tuple[DesiredSecret, ...]
+    changes: tuple[SecretChange, ...]
+    current: Mapping[str, ClusterSecret | None] = field(repr=False)
+
+
+
+# --- the plan, and acting on it -----------------------------------------------------------
+
+
+def plan_apply(settings: Settings, *, title: str = "secrets.apply") -> Plan[ApplyWork]:
+    """Read secrets/ and the cluster; what applying would change, values masked.
+
+    Asks before it overwrites values a Secret already has (the user types the namespace).
+    """
+    desired = desired_secrets(settings)
+    target = resolve_target(settings)
+    current = read_cluster_secrets(target, [d.name for d in desired])
+    return plan_from(target, desired, current, title=title)
+
+
+def plan_from(
+    target: KubeTarget,
+    desired: Sequence[DesiredSecret],
+    current: Mapping[str, ClusterSecret | None],
+    *,
+    title: str = "secrets.apply",
+) -> Plan[ApplyWork]:
+    """The plan of applying ``desired`` over ``current`` (pure)."""
+    changes = plan_changes(desired, current)
+    lines = [Item(key="target", value=f"namespace {target.namespace} (context {target.context})")]
+    for want, change in zip(desired, changes, strict=True):
+        keys = ", ".join(f"{k}={MASK}" for k in change.changed_keys)
+        detail = (
+            change.action
+            + (f": {keys}" if keys else "")
+            + (f" — {change.reason}" if change.reason else "")
+        )
+        lines += [Item(key=want.name, value=detail), Item(key="", value=f"from {want.origin}")]
+    overwriting = [ch for ch in changes if ch.action in ("update", "replace")]
+    warnings = []
+    if any(ch.name == DB_SECRET and "password" in ch.changed_keys for ch in overwriting):
+        warnings.append(
+            "PostgreSQL keeps the password it was initialised with: change it in the database "
+            "too (ALTER ROLE), then restart the app so it reads the new value."
+        )
+    ask = None
+    if overwriting:
+        ask = Ask(
+            prompt=f"This replaces values in {len(overwriting)} existing Secret(s) in "
+            f"{target.namespace!r}. Type the namespace to go on:",
+            expected=target.namespace,
+        )
+    return Plan(
+        title=title,
+        items=tuple(lines),
+        warnings=tuple(warnings),
+        ask=ask,
+        work=ApplyWork(
+            target=target, desired=tuple(desired), changes=tuple(changes), current=current
+        ),
+    )
+
+
+def apply(plan: Plan[ApplyWork]) -> tuple[SecretChange, ...]:
+    """Carry out a ``plan_apply`` plan; returns what was done per Secret."""
+    work = plan.work
+    apply_changes(work.target, work.desired, work.changes, work.current)
+    return work.changes
 
 
 # --- comparing --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from invoke.collection import Collection
 from invoke.exceptions import Exit
@@ -15,16 +15,22 @@ from invoke.tasks import Task
 from ops import console
 from ops.config import Settings, load_settings
 from ops.errors import OpsError
+from ops.plan import Plan
 
 __all__ = [
     "SHORT_FLAGS",
     "Collection",
     "Settings",
+    "carry_out",
     "confirm",
     "debug_enabled",
     "ops_task",
     "settings_for",
+    "show_plan",
 ]
+
+W = TypeVar("W")
+R = TypeVar("R")
 
 # The only short flags, each with one meaning in every task (Invoke's automatic ones gave
 # `-n` four meanings). A task without the long flag simply has no such short flag.
@@ -117,3 +123,38 @@ def confirm(prompt: str, *, expected: str) -> bool:
     except EOFError:
         return False
     return answer.strip() == expected
+
+
+def show_plan(plan: Plan[Any], *, dry_run: bool) -> None:
+    """The plan's lines under "<title> would:" (dry run) or "<title> plan:", then its warnings."""
+    console.plan(
+        f"{plan.title} {'would:' if dry_run else 'plan:'}",
+        [(item.key, item.value) for item in plan.items],
+    )
+    for warning in plan.warnings:
+        console.warn(warning)
+
+
+def carry_out(
+    plan: Plan[W],
+    act: Callable[[Plan[W]], R],
+    *,
+    dry_run: bool,
+    yes: bool = False,
+    announce: bool = True,
+) -> R | None:
+    """Render the plan; stop there on a dry run; ask if the plan says so; then act on it.
+
+    ``announce=False``: show the plan only on a dry run (work that shows itself as it goes,
+    such as a build's steps). Returns what ``act`` returned, or None after a dry run. Not
+    confirmed: exit 1, nothing done.
+    """
+    if dry_run or announce or plan.ask is not None:
+        show_plan(plan, dry_run=dry_run)
+    if dry_run:
+        console.info("Dry run: nothing was changed.")
+        return None
+    ask = plan.ask
+    if ask is not None and not yes and not confirm(ask.prompt, expected=ask.expected):
+        raise Exit("Not confirmed; nothing was changed.", code=1)
+    return act(plan)

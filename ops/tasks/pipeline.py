@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from invoke.context import Context
 
 from ops import console
-from ops.kube import resolve_target
-from ops.tasks.common import Collection, ops_task, settings_for
-from ops.tasks.image import BUILD_SETTINGS, PUSH_SETTINGS, build_plan_items, run_build, run_push
-from ops.tasks.rollout import ROLLOUT_SETTINGS, rollout_plan_items, run_restart
+from ops.tasks.common import carry_out, ops_task, settings_for
+from ops.tasks.render import (
+    BUILD_SETTINGS,
+    PUSH_SETTINGS,
+    ROLLOUT_SETTINGS,
+    run_build,
+    run_push,
+    run_restart,
+)
+
+if TYPE_CHECKING:
+    from ops.pipeline import PipelineWork
+    from ops.plan import Plan
 
 
 @ops_task(
@@ -38,37 +49,25 @@ def pipeline(
     verbose: bool = False,
 ) -> None:
     """Build the image, push both tags, roll the Deployment out to the pushed digest, wait."""
-    from ops.images import plan_build
+    from ops.pipeline import plan_pipeline
 
     settings = settings_for(context=context, namespace=namespace, rollout_timeout=timeout)
-    rollout = not (no_push or no_rollout)
     if verbose:
+        rollout = not (no_push or no_rollout)
         names = BUILD_SETTINGS + PUSH_SETTINGS[2:] + (ROLLOUT_SETTINGS if rollout else [])
         console.explain(settings, names)
-    plan = plan_build(settings, extra_tags=tag or ())
-    # Check the kube context before building: a refused context should cost no build.
-    target = resolve_target(settings) if rollout else None
-    if dry_run:
-        items = build_plan_items(plan)
-        items.append(("push", "no (--no-push)" if no_push else f"to {settings.registry}"))
-        if not no_push:
-            items.append(("login", settings.registry_username or "(anonymous)"))
-        if target is not None:
-            items += rollout_plan_items(settings, target)
-            items.append(("rollout image", f"{settings.image}@<digest of the push> (immutable)"))
-        else:
-            items.append(("rollout", "no (--no-push)" if no_push else "no (--no-rollout)"))
-        console.plan("pipeline would:", items)
-        return
-    built = run_build(settings, plan, verbose=verbose)
-    if no_push:
-        return
-    pushed = run_push(settings, built.refs)
-    if target is not None:
-        # The exact image just pushed, by digest: the new ReplicaSet's template is immutable,
-        # so a later pod (or an undo) never pulls whatever `latest` has become.
-        image = f"{pushed[0].ref.name}@{pushed[0].digest}"
-        run_restart(settings, target, undo_on_failure=undo_on_failure, image=image)
 
+    def act(plan: Plan[PipelineWork]) -> None:
+        work = plan.work
+        built = run_build(settings, work.build, verbose=verbose)
+        if not work.push:
+            return
+        pushed = run_push(settings, built.refs)
+        if work.restart is not None:
+            # The exact image just pushed, by digest: the new ReplicaSet's template is
+            # immutable, so a later pod (or an undo) never pulls whatever `latest` has become.
+            image = f"{pushed[0].ref.name}@{pushed[0].digest}"
+            run_restart(work.restart, undo_on_failure=undo_on_failure, image=image)
 
-ns = Collection("pipeline", pipeline)
+    plan = plan_pipeline(settings, extra_tags=tag or (), push=not no_push, rollout=not no_rollout)
+    carry_out(plan, act, dry_run=dry_run, announce=False)

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 from invoke.context import Context
 
 from ops import console
-from ops.kube import KubeTarget, resolve_target
-from ops.tasks.common import Collection, Settings, ops_task, settings_for
+from ops.kube import resolve_target
+from ops.tasks.common import Collection, carry_out, ops_task, settings_for
+from ops.tasks.render import ROLLOUT_SETTINGS, run_restart, show_problem, show_progress
 
 if TYPE_CHECKING:
-    from ops.rollout import PodProblem, RolloutResult, RolloutStatus
-
-ROLLOUT_SETTINGS = ["kubeconfig", "context", "allowed_contexts", "namespace", "deployment"]
+    from ops.plan import Plan
+    from ops.rollout import RestartWork
 
 TARGET_HELP = {
     "context": "Kube context (a context outside the allow-list must be named here)",
@@ -21,70 +21,6 @@ TARGET_HELP = {
     "deployment": "The Deployment (default: manifest-app)",
     "verbose": "Show where each setting came from",
 }
-
-
-def rollout_plan_items(settings: Settings, target: KubeTarget) -> list[tuple[str, str]]:
-    return [
-        ("context", target.context),
-        ("namespace", target.namespace),
-        ("Deployment", settings.deployment),
-        ("action", "restart (patch kubectl.kubernetes.io/restartedAt), then wait"),
-        ("timeout", f"{settings.rollout_timeout:g} s"),
-    ]
-
-
-def show_progress(status: RolloutStatus) -> None:
-    console.info(f"  {status.progress}  — {status.message}")
-
-
-def show_problem(problem: PodProblem) -> None:
-    console.warn(str(problem))
-
-
-def show_log(error: Exception) -> None:
-    """The failing container's last log lines, if the error carries them."""
-    context = getattr(error, "context", {})
-    log = context.get("log") if isinstance(context, dict) else None
-    if isinstance(log, list) and log:
-        console.info(f"last log lines of pod {context.get('pod')}:")
-        for line in log:
-            console.info(f"    {line}")
-
-
-def show_undo(revision: str) -> None:
-    console.warn(f"rolling back to revision {revision} (the previous ReplicaSet's pod template)")
-
-
-def run_restart(
-    settings: Settings, target: KubeTarget, *, undo_on_failure: bool, image: str | None = None
-) -> RolloutResult:
-    from ops.errors import RolloutFailed
-    from ops.rollout import restart as restart_deployment
-
-    action = f"rolling out {image} to" if image else "restarting"
-    console.step(
-        f"{action} Deployment {settings.deployment} in {target.namespace} "
-        f"(context {target.context})"
-    )
-    try:
-        result = restart_deployment(
-            target,
-            settings.deployment,
-            timeout=settings.rollout_timeout,
-            undo_on_failure=undo_on_failure,
-            on_progress=show_progress,
-            on_problem=show_problem,
-            on_undo=show_undo,
-            image=image,
-        )
-    except RolloutFailed as error:
-        show_log(error)
-        raise
-    console.success(
-        f"rolled out {settings.deployment} (revision {result.revision}) "
-        f"in {result.seconds:.0f} s: {result.status.progress}"
-    )
-    return result
 
 
 @ops_task(
@@ -111,11 +47,13 @@ def restart(
     )
     if verbose:
         console.explain(settings, [*ROLLOUT_SETTINGS, "rollout_timeout"])
-    target = resolve_target(settings)
-    if dry_run:
-        console.plan("rollout.restart would:", rollout_plan_items(settings, target))
-        return
-    run_restart(settings, target, undo_on_failure=undo_on_failure)
+    from ops.rollout import plan_restart
+
+    def act(plan: Plan[RestartWork]) -> None:
+        run_restart(plan.work, undo_on_failure=undo_on_failure)
+
+    plan = plan_restart(settings, resolve_target(settings))
+    carry_out(plan, act, dry_run=dry_run, announce=False)
 
 
 @ops_task(

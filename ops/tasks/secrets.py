@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from invoke.context import Context
-from invoke.exceptions import Exit
 
 from ops import console
 from ops.errors import SecretsError
-from ops.tasks.common import Collection, confirm, ops_task, settings_for
+from ops.tasks.common import Collection, carry_out, ops_task, settings_for
 
 SECRETS_SETTINGS = [
     "kubeconfig",
@@ -21,7 +20,6 @@ SECRETS_SETTINGS = [
     "registry_username",
     "registry_password",
 ]
-MASK = "********"
 
 CLUSTER_HELP = {
     "context": "Kube context (a context outside the allow-list must be named here)",
@@ -84,42 +82,14 @@ def apply(
     verbose: bool = False,
 ) -> None:
     """Create or update db-credentials and harbor-regcred from the files in secrets/."""
-    from ops.kube import resolve_target
-    from ops.secrets import DB_SECRET, apply_changes, desired_secrets, plan_changes
-    from ops.secrets import read_cluster_secrets as read
+    from ops.secrets import apply as apply_secrets
+    from ops.secrets import plan_apply
 
     settings = settings_for(context=context, namespace=namespace, secrets_dir=secrets_dir)
     if verbose:
         console.explain(settings, SECRETS_SETTINGS)
-    desired = desired_secrets(settings)
-    target = resolve_target(settings)
-    current = read(target, [d.name for d in desired])
-    changes = plan_changes(desired, current)
-
-    where = f"namespace {target.namespace} (context {target.context})"
-    items = [("target", where)]
-    for d, ch in zip(desired, changes, strict=True):
-        keys = ", ".join(f"{k}={MASK}" for k in ch.changed_keys)
-        detail = (
-            ch.action + (f": {keys}" if keys else "") + (f" — {ch.reason}" if ch.reason else "")
-        )
-        items.append((d.name, detail))
-        items.append(("", f"from {d.origin}"))
-    console.plan("secrets.apply " + ("would:" if dry_run else "plan:"), items)
-
-    overwriting = [ch for ch in changes if ch.action in ("update", "replace")]
-    if any(ch.name == DB_SECRET and "password" in ch.changed_keys for ch in overwriting):
-        console.warn(
-            "PostgreSQL keeps the password it was initialised with: change it in the database "
-            "too (ALTER ROLE), then restart the app so it reads the new value."
-        )
-    if dry_run:
-        console.info("Dry run: nothing was changed.")
-        return
-    if overwriting and not yes and not _confirm_overwrite(len(overwriting), target.namespace):
-        raise Exit("Not confirmed; nothing was changed.", code=1)
-    apply_changes(target, desired, changes, current)
-    for ch in changes:
+    changes = carry_out(plan_apply(settings), apply_secrets, dry_run=dry_run, yes=yes)
+    for ch in changes or ():
         if ch.action == "unchanged":
             console.success(f"{ch.name}: unchanged")
         else:
@@ -174,14 +144,6 @@ def check(
             hint="Fix the local files if they are wrong, then run `inv secrets.apply`.",
         )
     console.success("the cluster's Secrets match secrets/")
-
-
-def _confirm_overwrite(count: int, namespace: str) -> bool:
-    return confirm(
-        f"This replaces values in {count} existing Secret(s) in {namespace!r}. "
-        "Type the namespace to go on:",
-        expected=namespace,
-    )
 
 
 def _past(action: str) -> str:

@@ -26,6 +26,7 @@ from ops.secrets import (
     dockerconfigjson,
     init_secrets,
     plan_changes,
+    plan_from,
     read_value,
 )
 
@@ -285,6 +286,32 @@ def test_plan_replaces_what_cannot_change_in_place(
     (change,) = plan_changes([pull], {PULL_SECRET: cluster_secret(pull, **changes)})
     assert change.action == "replace"
     assert reason in change.reason
+
+
+def test_the_apply_plan_asks_before_overwriting_and_never_holds_a_value(filled: Path) -> None:
+    from ops.kube import KubeTarget
+
+    target = KubeTarget(kubeconfig=None, context="docker-desktop", namespace="staging")
+    db, pull = desired_secrets(settings_with(filled))
+    current = {
+        DB_SECRET: cluster_secret(db, data={"username": b"app_user", "password": b"old-pw-9f3"}),
+        PULL_SECRET: None,
+    }
+
+    plan = plan_from(target, [db, pull], current)
+
+    lines = {item.key: item.value for item in plan.items if item.key}
+    assert lines[DB_SECRET] == "update: password=********"
+    assert lines[PULL_SECRET] == f"create: {DOCKERCONFIGJSON}=********"
+    assert plan.ask is not None and plan.ask.expected == "staging"
+    assert any("ALTER ROLE" in w for w in plan.warnings)
+    shown = repr(plan) + "".join(i.value for i in plan.items) + "".join(plan.warnings)
+    for secret in ("s3cret-db-pw", "s3cret-registry-pw", "old-pw-9f3"):
+        assert secret not in shown
+    assert [c.action for c in plan.work.changes] == ["update", "create"]
+
+    unchanged = plan_from(target, [db], {DB_SECRET: cluster_secret(db)})
+    assert unchanged.ask is None and unchanged.warnings == ()
 
 
 # --- check ------------------------------------------------------------------------------

@@ -1,0 +1,184 @@
+"""How tasks show long work: build steps, push layers, rollout progress.
+
+Shared by the namespaces that run the same work (``image``, ``rollout``, ``pipeline``,
+``deploy``), so no task module imports another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from ops import console
+from ops.errors import BuildError
+from ops.tasks.common import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ops.images import BuildPlan, BuildStep, BuiltImage, ImageRef, LayerProgress, PushedTag
+    from ops.rollout import PodProblem, RestartWork, RolloutResult, RolloutStatus
+
+BUILD_SETTINGS = ["registry", "image_repository", "build_context", "dockerfile", "base_image"]
+PUSH_SETTINGS = ["registry", "image_repository", "registry_username", "registry_ca_file"]
+ROLLOUT_SETTINGS = ["kubeconfig", "context", "allowed_contexts", "namespace", "deployment"]
+
+LAYER_DONE = ("Pushed", "Layer already exists")
+
+
+def run_build(settings: Settings, plan: BuildPlan, *, verbose: bool) -> BuiltImage:
+    """Build with live steps; on a failing step, print that step's output, then fail."""
+    from ops.images import build
+    from ops.registry import Registry
+
+    def on_step(step: BuildStep) -> None:
+        console.step(f"Step {step.number}/{step.total} : {step.instruction}")
+
+    def on_output(line: str) -> None:
+        console.info(f"    {line}")
+
+    try:
+        built = build(
+            plan,
+            on_step=on_step,
+            on_output=on_output if verbose else None,
+            registry=Registry.from_settings(settings),
+        )
+    except BuildError as error:
+        output = error.context.get("output")
+        if isinstance(output, list) and output and not verbose:
+            for line in output[-40:]:
+                console.info(f"    {line}")
+        raise
+    console.success(
+        f"built {built.image_id[:19]} in {built.seconds:.1f} s: "
+        + ", ".join(str(r) for r in built.refs)
+    )
+    return built
+
+
+def run_push(settings: Settings, refs: Sequence[ImageRef]) -> list[PushedTag]:
+    from ops.images import push
+    from ops.registry import Registry
+
+    registry = Registry.from_settings(settings)
+    who = f" as {registry.username!r}" if registry.username else " (anonymous)"
+    console.step(f"pushing {len(refs)} tag(s) to {registry.host}{who}")
+    with _layer_view() as on_layer:
+        pushed = push(refs, registry, on_layer=on_layer)
+    for tag in pushed:
+        console.success(f"pushed {tag.ref}  {tag.digest}")
+        if tag.instead_of:
+            console.warn(
+                f"the registry already has {tag.instead_of} for another image: "
+                f"pushed {tag.ref.tag} instead (a version tag is never moved)"
+            )
+    return pushed
+
+
+def show_progress(status: RolloutStatus) -> None:
+    console.info(f"  {status.progress}  — {status.message}")
+
+
+def show_problem(problem: PodProblem) -> None:
+    console.warn(str(problem))
+
+
+def show_log(error: Exception) -> None:
+    """The failing container's last log lines, if the error carries them."""
+    context = getattr(error, "context", {})
+    log = context.get("log") if isinstance(context, dict) else None
+    if isinstance(log, list) and log:
+        console.info(f"last log lines of pod {context.get('pod')}:")
+        for line in log:
+            console.info(f"    {line}")
+
+
+def show_undo(revision: str) -> None:
+    console.warn(f"rolling back to revision {revision} (the previous ReplicaSet's pod template)")
+
+
+def run_restart(
+    work: RestartWork, *, undo_on_failure: bool, image: str | None = None
+) -> RolloutResult:
+    from ops.errors import RolloutFailed
+    from ops.rollout import restart as restart_deployment
+
+    target = work.target
+    action = f"rolling out {image} to" if image else "restarting"
+    console.step(
+        f"{action} Deployment {work.deployment} in {target.namespace} (context {target.context})"
+    )
+    try:
+        result = restart_deployment(
+            target,
+            work.deployment,
+            timeout=work.timeout,
+            undo_on_failure=undo_on_failure,
+            on_progress=show_progress,
+            on_problem=show_problem,
+            on_undo=show_undo,
+            image=image,
+        )
+    except RolloutFailed as error:
+        show_log(error)
+        raise
+    console.success(
+        f"rolled out {work.deployment} (revision {result.revision}) "
+        f"in {result.seconds:.0f} s: {result.status.progress}"
+    )
+    return result
+
+
+@contextmanager
+def _layer_view() -> Iterator[Callable[[ImageRef, LayerProgress], None]]:
+    """Per-layer push progress: a bar per layer on a terminal, a line per layer state off it."""
+    screen = console.out()
+    if not screen.is_terminal:
+        last: dict[tuple[str, str], str] = {}
+
+        def plain(ref: ImageRef, layer: LayerProgress) -> None:
+            if not layer.id or layer.status in ("Preparing", "Waiting", "Pushing"):
+                return
+            key = (ref.tag, layer.id)
+            if last.get(key) != layer.status:
+                last[key] = layer.status
+                console.info(f"  {ref.tag}  {layer.id}  {layer.status}")
+
+        yield plain
+        return
+
+    from rich.filesize import decimal
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+    with Progress(
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[size]}"),
+        console=screen,
+    ) as progress:
+        bars: dict[tuple[str, str], TaskID] = {}
+
+        def live(ref: ImageRef, layer: LayerProgress) -> None:
+            if not layer.id:
+                return
+            key = (ref.tag, layer.id)
+            if key not in bars:
+                bars[key] = progress.add_task("", total=None, size="")
+            description = f"{ref.tag} {layer.id} {layer.status}"
+            if layer.total and layer.current is not None:
+                size = f"{decimal(layer.current)} / {decimal(layer.total)}"
+                progress.update(
+                    bars[key],
+                    description=description,
+                    completed=layer.current,
+                    total=layer.total,
+                    size=size,
+                )
+            elif layer.status in LAYER_DONE or layer.status.startswith("Mounted"):
+                progress.update(bars[key], description=description, total=1, completed=1)
+            else:
+                progress.update(bars[key], description=description)
+
+        yield live
