@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ops.backups.commands import program_name
 from ops.backups.daemon import DAEMON_DIR, list_daemon, prune_daemon, send_to_daemon
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import (
@@ -22,11 +23,10 @@ from ops.backups.files import (
     sidecar_of,
     verify_backup,
 )
-from ops.backups.local import LocalRunner
 from ops.backups.restore import drill
 from ops.config import Settings
 from ops.errors import BackupError, ClusterError, CorruptBackup, OpsError
-from ops.execstream import CommandRunner
+from ops.execstream import CommandRunner, LocalRunner
 from ops.pgformat import DumpFormat, read_file_header
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def pod_source(settings: Settings) -> Source:
     target = _target(settings)
     ensure_running(target, settings.postgres_pod)
     return Source(
-        runner=PodExec(target, settings.postgres_pod),
+        runner=PodExec(target, settings.postgres_pod, describe=program_name),
         database=settings.database,
         context=target.context,
         namespace=target.namespace,
@@ -143,7 +143,7 @@ def daemon_runner(settings: Settings) -> CommandRunner:
             hint="Check the daemon with `kubectl get pods`; it may still be starting.",
         )
     _, newest = max(running, key=lambda p: (str(p[0]), str(p[1])))
-    return PodExec(target, str(newest))
+    return PodExec(target, str(newest), describe=program_name)
 
 
 def backup_plan(settings: Settings) -> list[tuple[str, str]]:
@@ -188,7 +188,7 @@ def full_reader_for(settings: Settings, reader: str) -> CommandRunner | None:
             raise BackupError(
                 "pg_restore is not installed here", hint="Use --reader pod to read it in the pod."
             )
-        return LocalRunner()
+        return LocalRunner(describe=program_name)
     if reader in ("pod", "auto"):
         return pod_source(settings).runner
     raise BackupError(f"--reader must be auto, local, pod or skip, not {reader!r}")

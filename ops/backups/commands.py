@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ops.pgformat import DumpFormat
 
 # As a new PostgreSQL 15 database has it (owner pg_database_owner, usable by everyone).
@@ -64,3 +66,16 @@ def restore_command(database: str, fmt: DumpFormat) -> list[str]:
 def full_read_command() -> list[str]:
     """pg_restore reads (and decompresses) every block; ``--list`` alone passes truncations."""
     return ["pg_restore", "-f", "/dev/null"]
+
+
+def program_name(argv: Sequence[str]) -> str:
+    """The name of a backup command for messages: the PostgreSQL tool or script it runs,
+    else its ``argv[0]`` (the runners' ``describe`` hook)."""
+    for word in argv:
+        if word.startswith(("pg_", "psql", "sha256sum")):
+            return word
+    for word in argv:
+        for candidate in ("pg_dump", "pg_restore", "psql", "backup.sh", "sha256sum"):
+            if candidate in word:
+                return candidate
+    return argv[0] if argv else "command"

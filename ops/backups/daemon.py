@@ -156,7 +156,7 @@ def fetch_from_daemon(
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise BackupError(f"{name!r} is not a backup file name")
     expected = runner.run(["sh", "-c", 'cat "$0/$1.sha256"', directory, name], check=False)
-    if expected.exit_code != 0:
+    if expected.returncode != 0:
         raise CorruptBackup(f"{name} (or its .sha256 sidecar) is not in the daemon's volume")
     digest_expected = expected.stdout.decode().split()[0] if expected.stdout.split() else ""
     backups_dir.mkdir(parents=True, exist_ok=True)

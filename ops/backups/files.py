@@ -254,9 +254,9 @@ def verify_backup(
             result = full_reader.run(
                 full_read_command(), stdin=f, stdin_size=size, check=False, progress=advance
             )
-        if result.exit_code != 0:
+        if result.returncode != 0:
             raise CorruptBackup(
-                f"{path} does not read to the end: {result.stderr_tail or 'pg_restore failed'}"
+                f"{path} does not read to the end: {result.stderr or 'pg_restore failed'}"
             )
         checks.append(f"full read by pg_restore ({full_reader.where})")
     elif info is not None:

@@ -13,7 +13,7 @@ from ops.backups.commands import _ROW_COUNTS, RECREATE_PUBLIC, pg_command, resto
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import ProgressFactory, Verification, _no_progress, verify_backup
 from ops.errors import ExecFailed, RestoreFailed
-from ops.execstream import CommandRunner, ExecResult
+from ops.execstream import CommandRunner, CompletedExec
 from ops.pgformat import DumpFormat, plain_drops_first, read_file_header
 
 
@@ -88,7 +88,7 @@ def _restore_stream(
     database: str,
     fmt: DumpFormat,
     progress: ProgressFactory,
-) -> ExecResult:
+) -> CompletedExec:
     size = path.stat().st_size
     with path.open("rb") as f, progress(f"restore {path.name}", size) as advance:
         if fmt == "custom":

@@ -323,7 +323,7 @@ def test_the_daemon_own_backups_are_listed_and_restore(lab):
 
     # The loop's first run may have met a database (or Service) still starting: run one now.
     def one_backup() -> bool:
-        return daemon.run(["sh", "/scripts/backup.sh", "once"], check=False).exit_code == 0
+        return daemon.run(["sh", "/scripts/backup.sh", "once"], check=False).returncode == 0
 
     wait_until(one_backup, timeout=60, what="a daemon backup", interval=2)
     listed = list_daemon(daemon, check=True)
@@ -415,7 +415,7 @@ def test_an_upload_into_a_command_that_exits_early_returns_at_once(lab):
         stdin_size=size,
         check=False,
     )
-    assert (result.exit_code, result.stderr_tail) == (3, "gave up")
+    assert (result.returncode, result.stderr) == (3, "gave up")
     assert time.monotonic() - started < 60
 
 

@@ -21,10 +21,9 @@ from ops.backups.commands import pg_command, restore_command
 from ops.backups.daemon import _RECEIVE, fetch_from_daemon, list_daemon, send_to_daemon
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import BackupInfo, sidecar_of, verify_backup
-from ops.backups.local import LocalRunner
 from ops.backups.restore import drill, restore_backup
 from ops.errors import BackupError, CorruptBackup, DumpFailed, ExecFailed, RestoreFailed
-from ops.execstream import PodExec
+from ops.execstream import LocalRunner, PodExec
 from ops.kube import KubeTarget
 from tests.fakes.exec_server import fake_exec_server
 from tests.support.services import require

@@ -13,13 +13,8 @@ import os
 import pytest
 
 from ops.errors import ExecFailed, NotFound
-from ops.execstream import (
-    ExecResult,
-    PodExec,
-    StderrTail,
-    exit_code_from_status,
-    sized_stdin,
-)
+from ops.execstream import CompletedExec, LocalRunner, PodExec, StderrTail
+from ops.execstream.channels import exit_code_from_status, sized_stdin
 from ops.kube import KubeTarget
 from tests.fakes.exec_server import V4, V5, FakeExecServer, fake_exec_server
 
@@ -40,7 +35,7 @@ def test_binary_stdin_and_stdout_pass_through_unchanged(protocols):
             ["cat"], stdin=io.BytesIO(data), stdin_size=len(data), stdout=out
         )
     assert out.getvalue() == data
-    assert (result.exit_code, result.stdin_bytes, result.stdout_bytes) == (0, len(data), len(data))
+    assert (result.returncode, result.stdin_bytes, result.stdout_bytes) == (0, len(data), len(data))
 
 
 def test_v5_ends_stdin_with_the_close_signal_without_a_size():
@@ -80,7 +75,7 @@ def test_a_non_zero_exit_raises_with_the_remote_stderr(protocols):
         with pytest.raises(ExecFailed, match=r"exited with 3: database \"x\" does not exist"):
             runner.run(["sh", "-c", "echo 'database \"x\" does not exist' >&2; exit 3"])
         result = runner.run(["sh", "-c", "exit 4"], check=False)
-    assert result.exit_code == 4
+    assert result.returncode == 4
 
 
 def test_a_stream_without_exit_status_is_an_error_never_a_success():
@@ -170,9 +165,9 @@ def test_sized_stdin_passes_arguments_as_words():
 
 
 def test_result_is_a_frozen_value():
-    result = ExecResult(exit_code=0, stderr_tail="", stdout_bytes=0, stdin_bytes=0)
+    result = CompletedExec(args=["true"], returncode=0, stderr="", stdout_bytes=0, stdin_bytes=0)
     with pytest.raises(AttributeError):
-        result.exit_code = 1  # type: ignore[misc]
+        result.returncode = 1  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("protocols", PROTOCOLS)
@@ -187,37 +182,48 @@ def test_a_command_that_stops_reading_ends_the_upload_at_once(protocols):
             stdin_size=50 * 1024 * 1024,
             check=False,
         )
-    assert (result.exit_code, result.stderr_tail) == (3, "gave up")
+    assert (result.returncode, result.stderr) == (3, "gave up")
     assert time.monotonic() - started < 10
 
 
-@pytest.mark.parametrize("size", [0, 1, 5, 125, 126, 65535, 65536, 300_001], ids=str)
-def test_client_frames_are_masked_as_websocket_client_would(size):
-    from websocket._abnf import ABNF
+def test_the_api_client_of_each_exec_is_closed():
+    opened = []
+    with fake_exec_server() as server:
 
-    from ops.execstream import masked_frame
+        def factory(target):
+            client = server.client_factory(target)
+            closed = []
+            client.close = lambda: closed.append(True)  # type: ignore[method-assign]
+            opened.append(closed)
+            return client
 
-    payload = os.urandom(size)
-    header, masked = masked_frame(payload)
-    key = header[-4:]
-    assert bytes(masked) == ABNF.mask(key, payload)
-    expected = ABNF(1, 0, 0, 0, ABNF.OPCODE_BINARY, 1, payload)
-    expected.get_mask_key = lambda _n: key
-    assert header + masked == expected.format()
-
-
-@pytest.mark.parametrize("size", [0, 3, 4, 5, 65536, 300_001], ids=str)
-def test_the_fallback_mask_equals_websocket_clients(size):
-    from websocket._abnf import ABNF
-
-    from ops.execstream import _translate_mask
-
-    payload, key = os.urandom(size), os.urandom(4)
-    assert bytes(_translate_mask(payload, key)) == ABNF.mask(key, payload)
+        runner = PodExec(TARGET, "postgres-0", client_factory=factory)
+        runner.run(["cat"], stdin=io.BytesIO(b"x"), stdin_size=1, stdout=io.BytesIO())
+    assert opened == [[True], [True]]  # the protocol's probe, then the command
 
 
-def test_uploads_mask_with_the_c_helper_when_installed():
-    pytest.importorskip("websockets.speedups")
-    from ops.execstream import _apply_mask, _translate_mask
+def test_the_local_runner_bounds_what_it_captures_like_pod_exec():
+    from ops.execstream.runner import CAPTURE_LIMIT
 
-    assert _apply_mask is not _translate_mask
+    with pytest.raises(ExecFailed, match="printed more than"):
+        LocalRunner().run(["head", "-c", str(CAPTURE_LIMIT + 1), "/dev/zero"])
+    done = LocalRunner().run(["head", "-c", str(CAPTURE_LIMIT), "/dev/zero"])
+    assert (done.returncode, len(done.stdout), done.stdout_bytes) == (
+        0,
+        CAPTURE_LIMIT,
+        CAPTURE_LIMIT,
+    )
+
+
+def test_a_runner_names_the_command_as_its_caller_describes_it():
+    with pytest.raises(ExecFailed, match=r"^tool on this machine exited with 3: oops$"):
+        LocalRunner(describe=lambda argv: "tool").run(["sh", "-c", "echo oops >&2; exit 3"])
+    with pytest.raises(ExecFailed, match=r"^sh on this machine exited with 3"):
+        LocalRunner().run(["sh", "-c", "exit 3"])
+    result = LocalRunner().run(["sh", "-c", "echo out; echo err >&2; exit 5"], check=False)
+    assert (result.args, result.returncode, result.stdout, result.stderr) == (
+        ["sh", "-c", "echo out; echo err >&2; exit 5"],
+        5,
+        b"out\n",
+        "err",
+    )

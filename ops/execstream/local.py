@@ -1,4 +1,4 @@
-"""A runner for local subprocesses, the same interface as ``PodExec`` in the pod."""
+"""``LocalRunner``: the same interface as ``PodExec``, for a local subprocess."""
 
 from __future__ import annotations
 
@@ -7,26 +7,34 @@ import os
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO
 
-from ops.errors import ExecFailed
-from ops.execstream import CHUNK_SIZE, ExecResult, Progress, StderrTail, program_name
+from ops.execstream.runner import (
+    CHUNK_SIZE,
+    Capture,
+    CompletedExec,
+    Describe,
+    Progress,
+    StderrTail,
+    command_name,
+    exit_error,
+)
 
-# --- a local runner --------------------------------------------------------------------
 
-
-@dataclass
+@dataclass(frozen=True)
 class LocalRunner:
     """Runs commands as local subprocesses (local PostgreSQL tools, and the tests).
 
     The same ``sh -c`` commands as in the pod run here, with the credentials in ``env``
-    (``POSTGRES_USER``/``POSTGRES_PASSWORD`` plus ``PGHOST``/``PGPORT``).
+    (``POSTGRES_USER``/``POSTGRES_PASSWORD`` plus ``PGHOST``/``PGPORT``). Like ``PodExec``,
+    stdout without a file to stream to is captured up to ``CAPTURE_LIMIT``, and only the
+    tail of stderr is kept.
     """
 
     env: Mapping[str, str] | None = None
     chunk_size: int = CHUNK_SIZE
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    describe: Describe = command_name
 
     @property
     def where(self) -> str:
@@ -41,19 +49,20 @@ class LocalRunner:
         stdout: IO[bytes] | None = None,
         check: bool = True,
         progress: Progress | None = None,
-    ) -> ExecResult:
+    ) -> CompletedExec:
+        args = list(argv)
+        command = args
         if os.name == "nt":  # the pod's /dev/null, for local tools on Windows
-            argv = [os.devnull if word == "/dev/null" else word for word in argv]
+            command = [os.devnull if word == "/dev/null" else word for word in args]
         proc = subprocess.Popen(
-            list(argv),
+            command,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(self.env) if self.env is not None else None,
         )
-        self.processes.append(proc)
         tail = StderrTail()
-        captured = bytearray()
+        sink = stdout if stdout is not None else Capture()
         fed = 0
         feed_error: list[BaseException] = []
 
@@ -89,12 +98,9 @@ class LocalRunner:
         try:
             assert proc.stdout is not None
             while chunk := proc.stdout.read1(self.chunk_size):  # type: ignore[attr-defined]
-                if stdout is not None:
-                    stdout.write(chunk)
-                    if progress is not None and stdin is None:
-                        progress(len(chunk))
-                else:
-                    captured += chunk
+                sink.write(chunk)
+                if progress is not None and stdout is not None and stdin is None:
+                    progress(len(chunk))
                 out += len(chunk)
             code = proc.wait()
         finally:
@@ -103,18 +109,19 @@ class LocalRunner:
                 proc.wait()
             for thread in threads:
                 thread.join(timeout=5)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         if feed_error:
             raise feed_error[0]
-        result = ExecResult(
-            exit_code=code,
-            stderr_tail=tail.text(),
+        result = CompletedExec(
+            args=args,
+            returncode=code,
+            stdout=bytes(sink.data) if isinstance(sink, Capture) else b"",
+            stderr=tail.text(),
             stdout_bytes=out,
             stdin_bytes=fed,
-            stdout=bytes(captured),
         )
         if check and code != 0:
-            raise ExecFailed(
-                f"{program_name(argv)} on {self.where} exited with {code}"
-                + (f": {result.stderr_tail}" if result.stderr_tail else "")
-            )
+            raise exit_error(result, name=self.describe(args), where=f"on {self.where}")
         return result

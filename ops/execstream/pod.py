@@ -1,0 +1,210 @@
+"""``PodExec``: run a command in a pod's container like ``subprocess.run``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING
+
+from ops.errors import ClusterError, ExecFailed, NotFound
+from ops.execstream.channels import V5, exit_code_from_status, sized_stdin
+from ops.execstream.runner import (
+    CHUNK_SIZE,
+    Capture,
+    CompletedExec,
+    Describe,
+    Progress,
+    command_name,
+    exit_error,
+)
+from ops.execstream.session import ExecSession, Pumped, WebSocket
+from ops.kube import KubeTarget, api_client
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+
+class PodExec:
+    """Runs commands in one pod's container over the exec API.
+
+    Each command opens its own websocket with a fresh API client, closed once the
+    handshake is done. The exec protocol the API server chose is remembered by this runner
+    (one runner, one API server) and decides how stdin ends (see ``run``).
+    """
+
+    def __init__(
+        self,
+        target: KubeTarget,
+        pod: str,
+        *,
+        container: str | None = None,
+        client_factory: Callable[[KubeTarget], ApiClient] = api_client,
+        keepalive_seconds: float = 20.0,
+        chunk_size: int = CHUNK_SIZE,
+        describe: Describe = command_name,
+    ) -> None:
+        self.target = target
+        self.pod = pod
+        self.container = container
+        self._client_factory = client_factory
+        self.keepalive_seconds = keepalive_seconds
+        self.chunk_size = chunk_size
+        self._describe = describe
+        self._protocol: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"pod {self.pod} ({self.target.context}/{self.target.namespace})"
+
+    def protocol(self) -> str:
+        """The exec protocol of this API server: the one an earlier exec of this runner was
+        answered with, else learned with one empty command.
+
+        Under v5 stdin goes straight into the command and ends with the close signal; only
+        under v4 does it pass the ``head -c N`` wrapper, an extra pipe in the pod that costs
+        CPU beside the command it feeds.
+        """
+        if self._protocol is None:
+            self.run(["sh", "-c", "exit 0"], check=False)
+        assert self._protocol is not None  # every run that returns has connected
+        return self._protocol
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: IO[bytes] | None = None,
+        stdin_size: int | None = None,
+        stdout: IO[bytes] | None = None,
+        check: bool = True,
+        progress: Progress | None = None,
+    ) -> CompletedExec:
+        """Run ``argv``; stream ``stdin`` in and stdout out; raise ExecFailed if ``check``.
+
+        Any exit (Ctrl-C included) closes the websocket, which ends the remote command's
+        stdin and stdout: a remote ``pg_dump`` dies of SIGPIPE, a reader sees EOF.
+        """
+        args = list(argv)
+        command = args
+        expected = None
+        if stdin is not None:
+            expected = self.protocol()
+            command = sized_stdin(args, None if expected == V5 else stdin_size)
+        ws, protocol = self._connect(command, with_stdin=stdin is not None)
+        if stdin is not None and protocol != V5:
+            # Closing ends the command at once: its stdin sees EOF before any input.
+            if stdin_size is None:
+                ws.close()
+                raise ExecFailed(
+                    f"the API server speaks {protocol or 'an old exec protocol'}, which cannot "
+                    "end stdin; the size of the input is needed",
+                    hint="Upgrade the cluster to Kubernetes 1.30 or later, or pass the size.",
+                )
+            if protocol != expected:  # the command was started without its head -c wrapper
+                ws.close()
+                raise ExecFailed(
+                    f"the API server spoke {expected} a moment ago and now speaks {protocol}",
+                    hint="Run it again; nothing was sent.",
+                )
+        sink = stdout if stdout is not None else Capture()
+        session = ExecSession(
+            ws, protocol=protocol, chunk_size=self.chunk_size, keepalive=self.keepalive_seconds
+        )
+        try:
+            pumped = session.pump(stdin, sink, progress)
+        finally:
+            session.close()
+        result = self._result(
+            args,
+            pumped,
+            session.stderr.text(),
+            captured=bytes(sink.data) if isinstance(sink, Capture) else b"",
+        )
+        if check and result.returncode != 0:
+            raise exit_error(
+                result,
+                name=self._describe(args),
+                where=f"in {self.where}",
+                pod=self.pod,
+                namespace=self.target.namespace,
+            )
+        return result
+
+    def _result(
+        self, args: list[str], pumped: Pumped, stderr: str, *, captured: bytes
+    ) -> CompletedExec:
+        name = self._describe(args)
+        if pumped.status is None:
+            raise ExecFailed(
+                f"{name} in {self.where}: the connection ended without an exit status"
+                + (f"; stderr: {stderr}" if stderr else ""),
+                hint="The stream was cut (network, API server or kubelet); nothing was kept. "
+                "Run it again.",
+                pod=self.pod,
+                namespace=self.target.namespace,
+            )
+        code, message = exit_code_from_status(pumped.status)
+        if code is None:
+            raise ExecFailed(
+                f"{name} in {self.where} failed without an exit code: {message}"
+                + (f"; stderr: {stderr}" if stderr else ""),
+                pod=self.pod,
+                namespace=self.target.namespace,
+            )
+        return CompletedExec(
+            args=args,
+            returncode=code,
+            stdout=captured,
+            stderr=stderr,
+            stdout_bytes=pumped.stdout_bytes,
+            stdin_bytes=pumped.stdin_bytes,
+        )
+
+    def _connect(self, argv: list[str], *, with_stdin: bool) -> tuple[WebSocket, str]:
+        from kubernetes.client import CoreV1Api
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.stream import stream
+
+        client = self._client_factory(self.target)
+        extra = {"container": self.container} if self.container else {}
+        try:
+            response = stream(
+                CoreV1Api(client).connect_get_namespaced_pod_exec,
+                self.pod,
+                self.target.namespace,
+                command=argv,
+                stdin=with_stdin,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                _preload_content=False,
+                binary=True,
+                **extra,
+            )
+        except ApiException as exc:
+            raise self._handshake_error(exc) from exc
+        finally:
+            client.close()  # the websocket is its own connection; the client's pool is not
+        ws: WebSocket = response.sock
+        self._protocol = str(getattr(response, "subprotocol", None) or "")
+        return ws, self._protocol
+
+    def _handshake_error(self, exc: Exception) -> ClusterError:
+        # kubernetes.stream wraps every handshake failure as status 0 with the websocket's
+        # "Handshake status 404 Not Found ..." text as the reason.
+        reason = str(getattr(exc, "reason", None) or exc)
+        if " 404 " in reason or getattr(exc, "status", None) == 404:
+            return NotFound(
+                f"pod {self.pod!r} not found in namespace {self.target.namespace!r}",
+                namespace=self.target.namespace,
+                name=self.pod,
+            )
+        if " 403 " in reason or " 401 " in reason:
+            return ClusterError(
+                f"not allowed to exec into pod {self.pod!r}",
+                hint="The kube context's user needs the pods/exec permission.",
+            )
+        first = reason.split(" -+-+- ")[0]
+        return ClusterError(
+            f"cannot exec into {self.where}: {first}",
+            hint="Check that the pod is running (`kubectl get pod`) and the API reachable.",
+        )
