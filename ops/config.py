@@ -77,6 +77,15 @@ class Settings:
         0,
         "pg_dump -Fc compression level 0-9 (0: fastest; zlib is CPU-bound at ~30 MB/s)",
     )
+    backup_recipients: tuple[str, ...] = _setting(
+        (),
+        "Public age keys backups are encrypted to (comma-separated; encryption is on when set)",
+        secret_file="backup_recipients.txt",
+    )
+    backup_identity_file: Path | None = _setting(
+        None,
+        "Private age key that opens encrypted backups (empty: secrets/backup_identity.txt)",
+    )
     secrets_dir: Path = _setting(Path("secrets"), "Local folder of secret files")
 
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
@@ -145,9 +154,15 @@ def load_settings(
     for f in fields(Settings):
         secret_file = f.metadata.get("secret_file")
         if secret_file and f.name not in values:
-            value = _read_secret_file(secrets_dir / secret_file)
+            # A list (backup_recipients) is a whole file, one item per line; others one value.
+            listed = hints[f.name] == tuple[str, ...]
+            value = _read_secret_file(secrets_dir / secret_file, whole=listed)
             if value is not None:
-                values[f.name] = value
+                values[f.name] = (
+                    _convert(f.name, value, hints[f.name], "secrets/", flag_names)
+                    if listed
+                    else value
+                )
                 sources[f.name] = "secrets/"
 
     settings = Settings(**values, sources=sources)
@@ -220,9 +235,9 @@ def _read_env_file(
     return dict(dotenv_values(stream=io.StringIO(textfiles.read_text(path))))
 
 
-def _read_secret_file(path: Path) -> str | None:
+def _read_secret_file(path: Path, *, whole: bool = False) -> str | None:
     try:
-        return textfiles.read_value(path)
+        return textfiles.read_text(path) if whole else textfiles.read_value(path)
     except FileNotFoundError:
         return None
 
@@ -245,7 +260,14 @@ def _convert(
         Path: Path,
         int: int,
         float: float,
-        tuple[str, ...]: lambda s: tuple(p.strip() for p in s.split(",") if p.strip()),
+        # Commas or lines; a line starting with # is a comment (as in age's recipients files).
+        tuple[str, ...]: lambda s: tuple(
+            p.strip()
+            for line in s.splitlines()
+            if not line.lstrip().startswith("#")
+            for p in line.split(",")
+            if p.strip()
+        ),
     }
     if get_origin(hint) is Literal:
         choices = get_args(hint)

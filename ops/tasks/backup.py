@@ -259,5 +259,48 @@ def restore(
     )
 
 
-ns = Collection("backup", now, verify, to_daemon, restore)
+@ops_task(
+    help={
+        "identity_file": "Where to write the private key "
+        "(default: backup_identity_file, else secrets/backup_identity.txt)",
+        "secrets_dir": "Folder of the local secret files (default: secrets)",
+        "dry_run": "Show what would be written; write nothing",
+    }
+)
+def keygen(
+    c: Any,
+    identity_file: str | None = None,
+    secrets_dir: str | None = None,
+    dry_run: bool = False,
+) -> None:
+    """Make an age key pair for encrypted backups (never replaces a key; prints no secret)."""
+    from ops import backupkeys
+
+    settings = settings_for(secrets_dir=secrets_dir)
+    plan = backupkeys.keygen_plan(settings, Path(identity_file) if identity_file else None)
+    items = [(str(plan.identity_file), "write the private key (mode 0600)")]
+    if plan.recipients_file is not None:
+        items.append((str(plan.recipients_file), "add its public key (backups encrypt to it)"))
+    if dry_run:
+        console.plan("Dry run: backup.keygen would", items)
+        return
+    pair = backupkeys.keygen(plan)
+    console.success(
+        f"private key: {plan.identity_file} (never commit it or copy it to the cluster)"
+    )
+    console.success(f"public key:  {pair.recipient}")
+    if plan.recipients_file is not None:
+        console.info(f"  added to {plan.recipients_file}: backup.now now encrypts to it")
+    else:
+        console.warn(
+            "backup_recipients is set elsewhere (environment or .env): add the public key there"
+        )
+    console.warn(
+        "Keep a copy of the private key somewhere safe and offline (a password manager): "
+        "without it no encrypted backup can be restored. Put the public key in the daemon's "
+        "ConfigMap too (k8s/README.md)."
+    )
+
+
+ns = Collection("backup", now, verify, to_daemon, restore, keygen)
 ns.add_task(list_, name="list")

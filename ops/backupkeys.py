@@ -1,0 +1,87 @@
+"""Which age keys the backups use, from the settings: recipients to encrypt to, the
+identity that decrypts, and ``backup.keygen``'s key pair.
+
+Recipients are public (the ``backup_recipients`` setting, or ``secrets/backup_recipients.txt``
+one per line; they may also live in the daemon's ConfigMap). The identity is private: a
+file on the operator's machine (``backup_identity_file``, else
+``secrets/backup_identity.txt``) that is never sent to the cluster and never printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ops import agecrypt
+from ops.config import Settings, env_var
+from ops.errors import BackupKeyError, ConfigError
+
+IDENTITY_FILE = "backup_identity.txt"
+RECIPIENTS_FILE = "backup_recipients.txt"
+
+
+def recipients(settings: Settings) -> list[str]:
+    """The validated recipients (empty: backups are not encrypted)."""
+    source = {
+        "secrets/": f"{settings.secrets_dir / RECIPIENTS_FILE}",
+        "environment": env_var("backup_recipients"),
+        ".env": f"{env_var('backup_recipients')} in .env",
+    }.get(settings.source_of("backup_recipients"), "backup_recipients")
+    return agecrypt.check_recipients(settings.backup_recipients, source=source)
+
+
+def identity_path(settings: Settings) -> Path:
+    return settings.backup_identity_file or settings.secrets_dir / IDENTITY_FILE
+
+
+def identities(settings: Settings, *, file: str = "the backup") -> list[Any]:
+    """The identities that open encrypted backups; BackupKeyError (before anything is
+    touched) if there is none."""
+    path = identity_path(settings)
+    if settings.backup_identity_file is None and not path.is_file():
+        raise BackupKeyError(
+            f"{file} is encrypted and no identity is configured to open it",
+            hint=f"Set {env_var('backup_identity_file')} to your private key file, or put it "
+            f"at {path} (made by `inv backup.keygen`).",
+        )
+    return agecrypt.read_identities(path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeygenPlan:
+    identity_file: Path
+    recipients_file: Path | None  # None: the recipients come from elsewhere (env, .env, flag)
+    action: Literal["create"]
+
+
+def keygen_plan(settings: Settings, identity_file: Path | None = None) -> KeygenPlan:
+    """Where ``backup.keygen`` would write; refuses to replace an existing identity."""
+    target = identity_file or identity_path(settings)
+    if target.exists():
+        raise ConfigError(
+            f"{target} already exists; backup.keygen never replaces a key",
+            hint="Backups encrypted to it would become unreadable. Choose another path with "
+            "--identity-file, or move the old key away yourself (keep a copy!).",
+        )
+    from_file = settings.source_of("backup_recipients") in ("default", "secrets/")
+    return KeygenPlan(
+        identity_file=target,
+        recipients_file=settings.secrets_dir / RECIPIENTS_FILE if from_file else None,
+        action="create",
+    )
+
+
+def keygen(plan: KeygenPlan) -> agecrypt.KeyPair:
+    """Make a key pair: the identity file (mode 0600) and, where the recipients come from
+    ``secrets/``, its public key appended to the recipients file."""
+    pair = agecrypt.generate()
+    agecrypt.write_identity_file(plan.identity_file, pair)
+    if plan.recipients_file is not None:
+        path = plan.recipients_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existing = path.read_text(encoding="utf-8") if path.exists() else ""
+        sep = "" if not existing or existing.endswith("\n") else "\n"
+        with path.open("a", encoding="utf-8") as f:
+            f.write(f"{sep}{pair.recipient}\n")
+    return pair
