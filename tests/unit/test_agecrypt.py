@@ -257,3 +257,12 @@ def test_we_decrypt_the_age_cli_file_and_its_keys(tmp_path):
     data = os.urandom(150_000)
     ct = subprocess.run([age, "-r", recipient], input=data, capture_output=True, check=True).stdout
     assert decrypt(ct, agecrypt.read_identities(keyfile)) == data
+
+
+def test_closing_a_reader_early_stops_its_pump(pair):
+    p, path = pair
+    ct = encrypt(os.urandom(8 * 1024 * 1024), [p.recipient])
+    reader = agecrypt.DecryptingReader(io.BytesIO(ct), agecrypt.read_identities(path), name="t")
+    assert len(reader.read(1000)) == 1000
+    reader.close()  # the pump is blocked on a full hand-off: it must stop, not hang
+    assert not reader._thread.is_alive()
