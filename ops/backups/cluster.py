@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ops.backups.commands import program_name
-from ops.backups.daemon import DAEMON_DIR, list_daemon, prune_daemon, send_to_daemon
+from ops.backups.daemon import (
+    DAEMON_DIR,
+    DeletePlan,
+    delete_from_daemon,
+    list_daemon,
+    plan_delete,
+    prune_daemon,
+    send_to_daemon,
+)
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import (
     BackupInfo,
@@ -235,10 +243,25 @@ def to_daemon(
     settings: Settings, path: Path, *, name: str, progress: ProgressFactory = _no_progress
 ) -> tuple[str, str, str]:
     """Verify locally, upload, check in the pod, prune there. (pod, sha256, prune output)"""
-    verify_backup(path, full_reader=None, progress=progress, require_sidecar=False)
+    checked = verify_backup(path, full_reader=None, progress=progress, require_sidecar=False)
+    created = (
+        datetime.fromisoformat(checked.info.created)
+        if checked.info is not None
+        else datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    )
     runner = daemon_runner(settings)
-    digest = send_to_daemon(path, runner, name=name, progress=progress)
+    digest = send_to_daemon(path, runner, name=name, created=created, progress=progress)
     return runner.where, digest, prune_daemon(runner)
+
+
+def prune_plan(settings: Settings, names: Sequence[str]) -> tuple[DeletePlan, CommandRunner]:
+    """What ``inv backup.prune`` would delete from the daemon's volume (checked to exist)."""
+    runner = daemon_runner(settings)
+    return plan_delete(runner, names), runner
+
+
+def prune(plan: DeletePlan, runner: CommandRunner) -> list[str]:
+    return delete_from_daemon(runner, plan)
 
 
 def list_all(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import secrets
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from ops.backups.files import (
     ProgressFactory,
     _no_progress,
     _publish,
+    create_private,
+    private_dir,
     sha256_of,
     sidecar_of,
 )
@@ -69,10 +73,14 @@ def list_daemon(
 
 # --- the daemon's volume ---------------------------------------------------------------
 
-# $1 name, $2 size, $3 sha256. Self-cleaning: whatever happens, no .part stays behind, and
-# `ln` (atomic, fails if the name exists) means an existing backup is never replaced.
+# The daemon's own dumps, as backup.sh's retention matches them: only these are pruned.
+DAEMON_OWN = "continuous-[0-9]*-[0-9]*.sql"
+
+# $1 name, $2 size, $3 sha256, $4 the dump's time (touch -t, UTC). Self-cleaning: whatever
+# happens, no .part stays behind, and `ln` (atomic, fails if the name exists) means an
+# existing backup is never replaced.
 _RECEIVE = r"""
-dir="$0"; name="$1"; size="$2"; sum="$3"
+dir="$0"; name="$1"; size="$2"; sum="$3"; stamp="${4:-}"
 part="$dir/.$name.$$.part"; final="$dir/$name"; tmpsum="$dir/.$name.$$.sha256.part"
 trap 'rm -f "$part" "$tmpsum"' EXIT
 trap 'exit 130' INT TERM HUP
@@ -83,6 +91,7 @@ if [ "$got" -ne "$size" ]; then echo "received $got of $size bytes" >&2; exit 1;
 set -- $(sha256sum "$part")
 if [ "$1" != "$sum" ]; then echo "sha256 in the pod is $1, expected $sum" >&2; exit 1; fi
 printf '%s  %s\n' "$sum" "$name" > "$tmpsum" || exit 1
+if [ -n "$stamp" ]; then TZ=UTC0 touch -t "$stamp" "$part" "$tmpsum" || exit 1; fi
 if ! ln "$part" "$final" 2>/dev/null; then echo "$final already exists" >&2; exit 17; fi
 mv "$tmpsum" "$final.sha256"
 echo "$sum"
@@ -94,23 +103,33 @@ def send_to_daemon(
     runner: CommandRunner,
     *,
     name: str | None = None,
+    created: datetime | None = None,
     progress: ProgressFactory = _no_progress,
     directory: str = DAEMON_DIR,
 ) -> str:
     """Stream a local backup into the daemon's ``/backups`` and check its sha256 in the pod.
 
-    Returns the sha256 the pod computed (equal to the local one, or this raised).
+    ``created`` (the dump's time) becomes the copy's modification time there, so the daemon
+    lists it by when it was dumped, not when it was uploaded. Returns the sha256 the pod
+    computed (equal to the local one, or this raised).
     """
     name = name or path.name
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
         raise BackupError(f"{name!r} is not a usable backup file name")
+    if fnmatch.fnmatchcase(name, DAEMON_OWN):
+        raise BackupError(
+            f"{name} looks like one of the daemon's own dumps, which its retention prunes",
+            hint="Upload it under another name with --name (uploads are kept until "
+            "`inv backup.prune` deletes them).",
+        )
+    stamp = created.astimezone(UTC).strftime("%Y%m%d%H%M.%S") if created else ""
     size = path.stat().st_size
     with progress(f"sha256 {path.name}", size) as advance:
         digest = sha256_of(path, advance)
     with path.open("rb") as f, progress(f"upload {name}", size) as advance:
         try:
             result = runner.run(
-                ["sh", "-c", _RECEIVE, directory, name, str(size), digest],
+                ["sh", "-c", _RECEIVE, directory, name, str(size), digest, stamp],
                 stdin=f,
                 stdin_size=size,
                 progress=advance,
@@ -126,6 +145,50 @@ def send_to_daemon(
     if remote != digest:
         raise CorruptBackup(f"the pod reports sha256 {remote!r}, expected {digest}")
     return remote
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeletePlan:
+    """Backups in the daemon's volume that ``delete_from_daemon`` will remove."""
+
+    where: str
+    backups: tuple[ListedBackup, ...]
+
+
+def plan_delete(
+    runner: CommandRunner, names: Sequence[str], *, directory: str = DAEMON_DIR
+) -> DeletePlan:
+    """Look up every named backup in the daemon's volume; a missing one is an error."""
+    if not names:
+        raise BackupError(
+            "name the daemon backups to delete: --name NAME (repeatable)",
+            hint="`inv backup.list` shows them.",
+        )
+    listed = {b.name: b for b in list_daemon(runner, directory=directory)}
+    missing = [n for n in names if n not in listed]
+    if missing:
+        raise BackupError(
+            f"not in the daemon's {directory}: {', '.join(missing)}; nothing was deleted",
+            hint="`inv backup.list` shows the daemon's backups.",
+        )
+    return DeletePlan(where=runner.where, backups=tuple(listed[n] for n in dict.fromkeys(names)))
+
+
+def delete_from_daemon(
+    runner: CommandRunner, plan: DeletePlan, *, directory: str = DAEMON_DIR
+) -> list[str]:
+    """Delete the planned backups and their sidecars from the daemon's volume."""
+    names = [b.name for b in plan.backups]
+    runner.run(
+        [
+            "sh",
+            "-c",
+            'cd "$0" || exit 1; for f; do rm -f -- "$f" "$f.sha256" || exit 1; done',
+            directory,
+            *names,
+        ]
+    )
+    return names
 
 
 def prune_daemon(runner: CommandRunner) -> str:
@@ -155,14 +218,19 @@ def fetch_from_daemon(
     """Copy a daemon backup into ``backups_dir`` (checked in the pod, then again here)."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise BackupError(f"{name!r} is not a backup file name")
-    expected = runner.run(["sh", "-c", 'cat "$0/$1.sha256"', directory, name], check=False)
+    expected = runner.run(
+        ["sh", "-c", 'cat "$0/$1.sha256" && date -r "$0/$1" +%s', directory, name], check=False
+    )
     if expected.returncode != 0:
         raise CorruptBackup(f"{name} (or its .sha256 sidecar) is not in the daemon's volume")
-    digest_expected = expected.stdout.decode().split()[0] if expected.stdout.split() else ""
-    backups_dir.mkdir(parents=True, exist_ok=True)
+    words = expected.stdout.decode().split()
+    digest_expected = words[0] if words else ""
+    # The daemon's copy is dated when it was dumped (its own, or an upload's, see above).
+    created = datetime.fromtimestamp(int(words[-1]), UTC) if words[-1:] else datetime.now(UTC)
+    private_dir(backups_dir)
     part = backups_dir / f"{name}.{secrets.token_hex(4)}.part"
     try:
-        with part.open("xb") as f, progress(f"download {name}", None) as advance:
+        with create_private(part) as f, progress(f"download {name}", None) as advance:
             writer = HashingWriter(f)
             try:
                 runner.run(
@@ -186,7 +254,7 @@ def fetch_from_daemon(
             source_context=source.context,
             source_namespace=source.namespace,
             source_pod=f"{runner.where} {directory}/{name}",
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            created=created.isoformat(timespec="seconds"),
         )
         final = _publish(part, backups_dir, name)
         info = BackupInfo(**{**asdict(info), "file": final.name})

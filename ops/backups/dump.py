@@ -19,6 +19,7 @@ from ops.backups.files import (
     _open_exclusive,
     _publish,
     backup_name,
+    private_dir,
     sidecar_of,
 )
 from ops.errors import BackupError, CorruptBackup, DumpFailed, ExecFailed
@@ -57,7 +58,7 @@ def take_backup(
     the ``.part``.
     """
     when = now or datetime.now(UTC)
-    backups_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(backups_dir)
     name = backup_name(source.database, source.context, fmt, when)
     part = backups_dir / f"{name}.{secrets.token_hex(4)}.part"
     try:

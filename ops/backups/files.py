@@ -55,8 +55,12 @@ class BackupInfo:
 
     def write(self, path: Path) -> None:
         tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            with create_private(tmp) as f:
+                f.write((json.dumps(asdict(self), indent=2) + "\n").encode("utf-8"))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def read(cls, path: Path) -> BackupInfo:
@@ -146,8 +150,33 @@ class HashingWriter:
         return len(data)
 
 
+# Backups hold every student's personal data: only their owner may read them.
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def create_private(path: Path) -> IO[bytes]:
+    """A new file (never an existing one) that only its owner can read or write (0600).
+
+    The mode is given to open(2) itself, so the file is never readable by others, not even
+    for a moment; the umask can only take permissions away from 0600.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder; created 0700 when it is missing (an existing one is left as the
+    user made it)."""
+    if not path.is_dir():
+        path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # mkdir's mode is filtered by the umask
+            path.chmod(PRIVATE_DIR)
+    return path
+
+
 def _open_exclusive(path: Path) -> IO[bytes]:
-    return path.open("xb")
+    return create_private(path)
 
 
 def _publish(part: Path, directory: Path, name: str) -> Path:

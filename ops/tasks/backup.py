@@ -171,6 +171,49 @@ def to_daemon(
 
 @ops_task(
     help={
+        "name": "A backup in the daemon's /backups to delete (repeatable)",
+        "yes": "Do not ask; delete right away",
+        "dry_run": "Show what would be deleted; touch nothing",
+        **_WHERE,
+    },
+    iterable=["name"],
+)
+def prune(
+    c: Any,
+    name: list[str] | None = None,
+    yes: bool = False,
+    dry_run: bool = False,
+    context: str | None = None,
+    namespace: str | None = None,
+    pod: str | None = None,
+    database: str | None = None,
+    backups_dir: str | None = None,
+) -> None:
+    """Delete named backups (e.g. uploads) from the daemon's volume, after a plan and a yes."""
+    settings = _settings(context, namespace, pod, database, backups_dir)
+    plan, runner = backups.prune_plan(settings, name or [])
+    console.plan(
+        f"backup.prune would delete from {plan.where}:/backups",
+        [
+            (b.name, f"{backups.human_size(b.size)}, dumped {b.modified:%Y-%m-%d %H:%M} UTC")
+            for b in plan.backups
+        ]
+        + [("and", "each one's .sha256 sidecar; local backups are not touched")],
+    )
+    if dry_run:
+        console.info("Dry run: nothing was deleted.")
+        return
+    count = len(plan.backups)
+    if not yes and not confirm(
+        f"Delete {count} backup(s) for good? Type 'delete':", expected="delete"
+    ):
+        raise Exit("Not confirmed; nothing was deleted.", code=1)
+    for deleted in backups.prune(plan, runner):
+        console.success(f"deleted {deleted} from {plan.where}:/backups")
+
+
+@ops_task(
+    help={
         "check": "Re-hash every file (local and in the daemon pod) instead of trusting sizes",
         "local_only": "Do not ask the daemon pod",
         **_WHERE,
@@ -302,5 +345,5 @@ def keygen(
     )
 
 
-ns = Collection("backup", now, verify, to_daemon, restore, keygen)
+ns = Collection("backup", now, verify, to_daemon, restore, keygen, prune)
 ns.add_task(list_, name="list")

@@ -504,6 +504,29 @@ def test_send_to_daemon_checks_sha256_there_and_never_overwrites(tmp_path, env, 
         verify_backup(fetched, full_reader=LocalRunner(env=env))
 
 
+def test_an_upload_keeps_the_dumps_time_and_never_takes_a_daemon_name(tmp_path, env, source):
+    """Seen: the daemon's copy was dated by the upload, not by the dump."""
+    dumped = datetime(2026, 11, 1, 8, 30, 15, tzinfo=UTC)
+    path, info = take_backup(source, backups_dir=tmp_path / "local", now=dumped)
+    assert info.created == "2026-11-01T08:30:15+00:00"
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    with fake_exec_server(env=env) as server:
+        runner = pod_source(server, source.database).runner
+        send_to_daemon(path, runner, created=dumped, directory=str(volume))
+        (listed,) = list_daemon(runner, directory=str(volume))
+        assert listed.modified == dumped
+        fetched = fetch_from_daemon(
+            path.name, runner, backups_dir=tmp_path / "back", source=source, directory=str(volume)
+        )
+        assert BackupInfo.read(sidecar_of(fetched)).created == "2026-11-01T08:30:15+00:00"
+        with pytest.raises(BackupError, match="looks like one of the daemon's own dumps"):
+            send_to_daemon(
+                path, runner, name="continuous-20261101-083015.sql", directory=str(volume)
+            )
+    assert sorted(p.name for p in volume.iterdir()) == [path.name, f"{path.name}.sha256"]
+
+
 def test_an_upload_cut_short_leaves_nothing_in_the_volume(tmp_path, env, source):
     path, _ = take_backup(source, backups_dir=tmp_path / "local")
     volume = tmp_path / "volume"
@@ -577,3 +600,39 @@ def test_a_file_changed_after_its_check_is_checked_again(tmp_path, postgres_serv
     with pytest.raises(CorruptBackup, match="sha256 differs"):
         restore_backup(path, source, full_reader=None, backups_dir=tmp_path, verified=checked)
     assert counts(postgres_server, db) == before
+
+
+# --- who may read a backup ----------------------------------------------------------------
+
+
+def test_backups_sidecars_and_parts_are_private_and_so_is_a_new_folder(
+    tmp_path, source, env, monkeypatch
+):
+    """Seen: dumps and sidecars were written 0644 although they hold every student's data."""
+    import os
+    import stat
+
+    from ops.backups import dump as dump_module
+
+    os.umask(0o022)  # the usual umask: what it lets through is what others would get
+    folder = tmp_path / "new" / "backups"
+    modes: dict[str, int] = {}
+    real_opener = dump_module._open_exclusive
+
+    def spy(path: Path):  # the .part as it is opened, before anything is in it
+        f = real_opener(path)
+        modes[path.name] = stat.S_IMODE(path.stat().st_mode)
+        return f
+
+    path, _ = take_backup(source, backups_dir=folder, fmt="custom", opener=spy)
+    assert list(modes.values()) == [0o600] and all(n.endswith(".part") for n in modes)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sidecar_of(path).stat().st_mode) == 0o600
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    # A folder the user made stays as they made it.
+    own = tmp_path / "shared"
+    own.mkdir(mode=0o750)
+    own.chmod(0o750)
+    second, _ = take_backup(source, backups_dir=own, fmt="plain")
+    assert stat.S_IMODE(own.stat().st_mode) == 0o750
+    assert stat.S_IMODE(second.stat().st_mode) == 0o600

@@ -176,14 +176,41 @@ def test_keep_is_an_environment_setting(
     shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
 ) -> None:
     old = make_old_backups(backups, 5)
-    (backups / "manual-20240101.dump").write_text("custom format, older than everything")
-    os.utime(backups / "manual-20240101.dump", (1_600_000_000, 1_600_000_000))
 
     result = run(shell, "prune", backups, postgres_server, students, KEEP="3")
 
     assert result.returncode == 0, result.stderr
-    assert "prune kept=3 deleted=3" in result.stdout
+    assert "prune kept=3 deleted=2" in result.stdout
     assert [n for n in backup_files(backups) if not n.endswith(".sha256")] == old[-3:]
+
+
+def test_retention_never_prunes_uploaded_backups(
+    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
+) -> None:
+    """Seen: an upload counted against `keep` and was pruned minutes later."""
+    uploads = {
+        "studentdb-manifest-lab-20240101-000000.dump": 1_600_000_000,  # older than all
+        "before-migration.sql": 1_600_000_100,
+        "continuous-notes.sql": 1_600_000_200,  # the prefix, but not the daemon's name
+    }
+    for name, mtime in uploads.items():
+        (backups / name).write_text("an uploaded backup")
+        (backups / f"{name}.sha256").write_text(f"{'0' * 64}  {name}\n")
+        os.utime(backups / name, (mtime, mtime))
+    old = make_old_backups(backups, 4)
+    # An mtime says nothing: the oldest dump touched last is still the oldest.
+    os.utime(backups / old[0], (1_900_000_000, 1_900_000_000))
+
+    for _ in range(2):
+        result = run(shell, "once", backups, postgres_server, students, KEEP="2")
+        assert result.returncode == 0, result.stdout + result.stderr
+        time.sleep(1.1)  # a new name each second
+
+    names = backup_files(backups)
+    for name in uploads:
+        assert name in names and f"{name}.sha256" in names
+    own = [n for n in names if NAME.fullmatch(n)]
+    assert len(own) == 2 and not set(own) & set(old)  # the two new ones
 
 
 @pytest.mark.parametrize(

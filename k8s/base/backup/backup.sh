@@ -8,9 +8,11 @@
 #
 # A dump goes to BACKUP_DIR/continuous-YYYYMMDD-HHMMSS.sql.part and is renamed to its final
 # name only after pg_dump succeeded and wrote its end marker; its sha256sum-format sidecar
-# (X.sha256) is in place before the rename. Retention keeps the KEEP (default 10) newest
-# backups (*.sql and *.dump by modification time, each with its sidecar) and never touches
-# *.part files. A failed run deletes nothing but its own .part. One log line per run.
+# (X.sha256) is in place before the rename. Retention keeps the KEEP (default 10) newest of
+# the daemon's OWN dumps (PREFIX-YYYYMMDD-HHMMSS.sql, newest by the time in the name, each
+# with its sidecar): a backup uploaded with `inv backup.to-daemon` (any other name) is never
+# pruned here, only on purpose with `inv backup.prune`. *.part files are never touched. A
+# failed run deletes nothing but its own .part. One log line per run.
 #
 # libpq reads PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE from the environment.
 # POSIX sh only (dash, busybox): the image decides which shell runs this.
@@ -59,11 +61,12 @@ cleanup() {
     sidecar_part=""
 }
 
-# Deletes all but the KEEP newest backups; prints how many it kept and deleted.
+# Deletes all but the KEEP newest of this daemon's own dumps; prints how many it kept and
+# deleted. Newest by name: the name holds the dump's time (UTC), an mtime can be anything.
 prune() {
     kept=0
     deleted=0
-    listing=$(cd "$BACKUP_DIR" && ls -1t -- *.sql *.dump 2>/dev/null)
+    listing=$(cd "$BACKUP_DIR" && ls -1 -- "$PREFIX"-[0-9]*-[0-9]*.sql 2>/dev/null | sort -r)
     saved_ifs=$IFS
     IFS='
 '
