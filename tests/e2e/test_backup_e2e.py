@@ -258,6 +258,63 @@ def test_to_daemon_checks_sha256_in_the_pod_and_never_overwrites(lab):
     assert report.tables == {"public.student": 5000}
 
 
+def test_the_daemons_retention_keeps_uploads_until_backup_prune(lab):
+    """Seen: an upload counted against the daemon's keep and was pruned minutes later."""
+    settings, _ = lab
+    path, info = backups.backup_now(settings)
+    _wait_for_daemon(settings)
+    backups.to_daemon(settings, path, name=path.name)
+    daemon = daemon_runner(settings)
+    # KEEP=3 in this daemon: five more runs of its own would prune any upload it counted.
+    for _ in range(5):
+        wait_until(
+            lambda: daemon.run(["sh", "/scripts/backup.sh", "once"], check=False).returncode == 0,
+            timeout=60,
+            what="a daemon backup",
+            interval=1.1,
+        )
+    listed = list_daemon(daemon)
+    own = [b for b in listed if b.name.startswith("continuous-")]
+    assert len(own) == 3, listed
+    (upload,) = [b for b in listed if b.name == path.name]
+    assert upload.modified.isoformat(timespec="seconds") == info.created  # the dump's time
+
+    def inv(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "invoke",
+                "backup.prune",
+                *args,
+                "--context",
+                settings.context,
+                "--namespace",
+                settings.namespace,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+
+    missing = inv("--name", "no-such.dump", "--yes")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert [line for line in missing.stderr.splitlines() if line.strip()] == [
+        line for line in missing.stderr.splitlines() if "not in the daemon's /backups" in line
+    ]
+    unconfirmed = inv("--name", path.name)  # no TTY: not confirmed, nothing deleted
+    assert unconfirmed.returncode == 1 and path.name in unconfirmed.stdout
+    assert path.name in {b.name for b in list_daemon(daemon)}
+    done = inv("--name", path.name, "--yes")
+    assert done.returncode == 0, done.stderr
+    names = {b.name for b in list_daemon(daemon)}
+    assert path.name not in names and len([n for n in names if n.startswith("continuous-")]) == 3
+    gone = daemon.run(["sh", "-c", 'ls /backups/"$0"*', path.name], check=False)
+    assert gone.returncode != 0  # the sidecar went with it
+
+
 def _wait_for_daemon(settings: Any) -> None:
     from ops.errors import ClusterError
 
