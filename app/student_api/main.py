@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from student_api.api.docs import OPENAPI_URL, install_docs
 from student_api.api.routes import health, students
 from student_api.core.config import Settings, get_settings
 from student_api.core.metrics import Metrics, MetricsMiddleware
@@ -72,8 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Student API",
         version="1.0.0",
         description="Students of the manifest project: CRUD on PostgreSQL.",
-        docs_url="/swagger",
-        openapi_url="/swagger/v1/swagger.json",
+        docs_url=None,  # served by install_docs, with its assets, instead of a CDN's
+        openapi_url=OPENAPI_URL,
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(PoolTimeout, database_unavailable)
     app.include_router(students.router)
     app.include_router(health.router)
+    install_docs(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
