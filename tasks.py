@@ -2,12 +2,13 @@
 
 from invoke.collection import Collection
 
-from ops.tasks import backup, config, doctor, image, pipeline, rollout
+from ops.tasks import backup, config, deploy, doctor, image, pipeline, rollout
 from ops.tasks import secrets as secrets_tasks
 
 ns = Collection()
 ns.add_task(config.show, name="config")
 ns.add_task(doctor.doctor, name="doctor")
+ns.add_task(deploy.deploy, name="deploy")
 ns.add_task(pipeline.pipeline, name="pipeline")
 ns.add_collection(image.ns)
 ns.add_collection(rollout.ns)

@@ -66,6 +66,12 @@ class Settings:
     namespace: str = _setting("development", "Namespace of the app and its database")
     deployment: str = _setting("manifest-app", "The app's Deployment")
     rollout_timeout: float = _setting(300.0, "Seconds to wait for a rollout to complete")
+    overlay: str = _setting(
+        "development", "Overlay `inv deploy` applies: development, staging, production or test"
+    )
+    manifests_dir: Path = _setting(
+        Path("k8s/rendered"), "Folder of the rendered overlays (<overlay>.yaml)"
+    )
     # Database and backups
     postgres_pod: str = _setting("postgres-0", "Pod running PostgreSQL")
     database: str = _setting("studentdb", "Database to back up and restore")
@@ -315,6 +321,7 @@ def _validate(s: Settings, flag_names: Mapping[str, str] | None = None) -> None:
         ),
         ("namespace", bool(_DNS_LABEL.match(s.namespace)), "a DNS label such as development"),
         ("deployment", bool(_DNS_SUBDOMAIN.match(s.deployment)), "a Kubernetes object name"),
+        ("overlay", bool(_DNS_LABEL.match(s.overlay)), "an overlay name such as development"),
         ("postgres_pod", bool(_DNS_SUBDOMAIN.match(s.postgres_pod)), "a pod name"),
         ("backup_daemon", bool(_DNS_SUBDOMAIN.match(s.backup_daemon)), "a Deployment name"),
         (

@@ -62,6 +62,37 @@ def render(kustomize: Path, folder: Path) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+RENDERED = K8S / "rendered"
+
+
+def rendered_text(kustomize: Path, overlay: str) -> str:
+    """What ``k8s/rendered/<overlay>.yaml`` must hold: a header, then kustomize's output."""
+    result = subprocess.run(
+        [str(kustomize), "build", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"kustomize build {overlay} failed:\n{result.stderr}")
+    return (
+        f"# Rendered from k8s/overlays/{overlay} by kustomize {KUSTOMIZE_VERSION}: do not edit.\n"
+        "# `inv deploy` applies this file. After changing k8s/, render again:\n"
+        "#   python -m tests.manifests.render\n" + result.stdout
+    )
+
+
+def write_rendered(kustomize: Path) -> list[Path]:
+    """Render every overlay into k8s/rendered/ (what `inv deploy` applies)."""
+    RENDERED.mkdir(exist_ok=True)
+    written = []
+    for overlay in OVERLAYS:
+        path = RENDERED / f"{overlay}.yaml"
+        path.write_text(rendered_text(kustomize, overlay), encoding="utf-8")
+        written.append(path)
+    return written
+
+
 def in_namespace(manifests: list[Manifest], namespace: str) -> list[Manifest]:
     """The same objects, moved to another namespace (for one test's own namespace)."""
     moved = []
@@ -81,3 +112,11 @@ def find(manifests: list[Manifest], kind: str, name: str) -> Manifest:
         if manifest["kind"] == kind and (actual == name or generated.fullmatch(actual)):
             return manifest
     raise AssertionError(f"no {kind} {name!r} in the rendered manifests")
+
+
+if __name__ == "__main__":
+    found = find_kustomize()
+    if found is None:
+        raise SystemExit(f"kustomize not found; build it once: {INSTALL_HINT}")
+    for written in write_rendered(found):
+        print(f"wrote {written.relative_to(ROOT)}")

@@ -1,0 +1,102 @@
+"""`inv deploy`: the overlay's objects into a namespace, server-side applied, then ready."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from invoke.context import Context
+
+from ops import console
+from ops.tasks.common import carry_out, ops_task, settings_for
+from ops.tasks.render import show_log, show_problem, show_progress
+
+if TYPE_CHECKING:
+    from ops.deploy import DeployReport, DeployWork
+    from ops.plan import Plan
+
+DEPLOY_SETTINGS = [
+    "kubeconfig",
+    "context",
+    "allowed_contexts",
+    "namespace",
+    "overlay",
+    "manifests_dir",
+    "deployment",
+    "rollout_timeout",
+    "secrets_dir",
+]
+
+
+def run_deploy(plan: Plan[DeployWork], *, wait: bool = True) -> DeployReport:
+    """Act on a deploy plan, showing each step; the rollout's failure reasons on failure."""
+    from ops.deploy import deploy as deploy_objects
+    from ops.errors import RolloutFailed
+
+    try:
+        report = deploy_objects(
+            plan,
+            on_step=console.step,
+            on_progress=show_progress,
+            on_problem=show_problem,
+            wait=wait,
+        )
+    except RolloutFailed as error:
+        show_log(error)
+        raise
+    done = {a: sum(c.action == a for c in report.changes) for a in ("create", "change")}
+    console.success(
+        f"deployed {plan.work.overlay} into {plan.work.target.namespace} in "
+        f"{report.seconds:.0f} s: {done['create']} created, {done['change']} changed, "
+        f"{sum(c.action == 'unchanged' for c in report.changes)} unchanged"
+        + (f", {len(report.pruned)} deleted" if report.pruned else "")
+        + (f"; ready: {', '.join(report.ready)}" if report.ready else "")
+    )
+    return report
+
+
+@ops_task(
+    help={
+        "overlay": "Overlay to apply: development, staging, production or test "
+        "(default: development)",
+        "namespace": "Namespace to deploy into, any name (default: development); created if absent",
+        "context": "Kube context (a context outside the allow-list must be named here)",
+        "prune": "Also delete objects deploy applied before that left the manifests "
+        "(planned, asked; never a PersistentVolumeClaim)",
+        "dry_run": "Print the plan (create / change / unchanged per object) and touch nothing",
+        "yes": "Do not ask before replacing Secret values or pruning",
+        "timeout": "Seconds to wait for PostgreSQL and the app to be ready (default: 300)",
+        "no_wait": "Apply and return; do not wait until PostgreSQL and the app are ready",
+        "verbose": "Show where each setting came from",
+    }
+)
+def deploy(
+    c: Context,
+    overlay: str | None = None,
+    namespace: str | None = None,
+    context: str | None = None,
+    prune: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    timeout: float | None = None,
+    no_wait: bool = False,
+    verbose: bool = False,
+) -> None:
+    """Apply an overlay (server-side, no kubectl) into a namespace and wait until it is ready."""
+    from ops.deploy import plan_deploy
+
+    settings = settings_for(
+        overlay=overlay, namespace=namespace, context=context, rollout_timeout=timeout
+    )
+    if verbose:
+        console.explain(settings, DEPLOY_SETTINGS)
+    plan = plan_deploy(settings, prune=prune)
+    if plan.work.argocd:
+        carry_out(plan, lambda _: None, dry_run=True)
+        return
+
+    def act(plan: Plan[DeployWork]) -> DeployReport:
+        return run_deploy(plan, wait=not no_wait)
+
+    carry_out(plan, act, dry_run=dry_run, yes=yes)
+
+
