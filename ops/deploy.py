@@ -16,6 +16,12 @@ fails when one is stale). Deploying is then:
    (``manifest-deploy``), delete what the plan prunes, then wait until every StatefulSet
    (PostgreSQL) and the app's Deployment are ready, with the rollout's failure reasons.
 
+Volumes outlive their namespace, as the seed's disaster-recovery table says: after the wait,
+the PersistentVolumes of our claims (PostgreSQL's data, the backup daemon's folder) get the
+reclaim policy ``Retain`` (the StorageClasses of Docker Desktop and the lab say ``Delete``),
+and a deploy into a namespace whose claims are gone finds those ``Released`` volumes and
+re-binds them (it clears the old claim's uid, so the new claim of the same name binds).
+
 Two fields stay as they are live, because others own them after the first deploy: the app
 container's image once ``inv pipeline`` rolled out a digest of the same repository, and
 ``spec.replicas`` of a Deployment an HPA scales. Where ArgoCD tracks the objects (its
@@ -29,7 +35,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -84,6 +90,8 @@ class DeployWork:
     prune: tuple[Manifest, ...] = field(repr=False)
     secrets: Plan[ApplyWork] | None
     argocd: str | None  # the ArgoCD Application tracking the objects: nothing is applied
+    rebind: tuple[str, ...] = ()  # Released PersistentVolumes of our claims, to bind again
+    claims: tuple[str, ...] = ()  # our PersistentVolumeClaims (kept on namespace deletion)
     deployment: str
     timeout: float
 
@@ -99,6 +107,7 @@ class DeployReport:
     changes: tuple[ObjectChange, ...]
     pruned: tuple[str, ...]
     ready: tuple[str, ...]
+    retained: tuple[str, ...]  # volumes whose reclaim policy this deploy set to Retain
     seconds: float
 
 
@@ -195,6 +204,34 @@ def classify(
     return ObjectChange(kind=kind, name=name, action="change", fields=tuple(paths))
 
 
+def claim_names(objects: Sequence[Manifest]) -> list[str]:
+    """Our PersistentVolumeClaims: those in the manifests and those the StatefulSets make
+    (``<template>-<statefulset>-<ordinal>``) (pure)."""
+    names = [o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    for sts in (o for o in objects if o["kind"] == "StatefulSet"):
+        replicas = int(_dig(sts, "spec", "replicas") or 1)
+        for template in _dig(sts, "spec", "volumeClaimTemplates") or []:
+            prefix = f"{template['metadata']['name']}-{sts['metadata']['name']}"
+            names += [f"{prefix}-{ordinal}" for ordinal in range(replicas)]
+    return names
+
+
+def released_volumes(
+    volumes: Sequence[Manifest], namespace: str, claims: Sequence[str]
+) -> list[str]:
+    """Volumes left ``Released`` by a deleted claim of ours in ``namespace`` (pure)."""
+    found = []
+    for pv in volumes:
+        ref = _dig(pv, "spec", "claimRef") or {}
+        if (
+            _dig(pv, "status", "phase") == "Released"
+            and ref.get("namespace") == namespace
+            and ref.get("name") in claims
+        ):
+            found.append(str(_dig(pv, "metadata", "name")))
+    return sorted(found)
+
+
 def argocd_application(objects: Sequence[Manifest]) -> str | None:
     """The ArgoCD Application tracking any of the live objects, if one does (pure)."""
     for obj in objects:
@@ -240,9 +277,15 @@ def stale_objects(live: Sequence[Manifest], desired: Sequence[Manifest]) -> list
 
 
 def plan_deploy(
-    settings: Settings, *, prune: bool = False, with_secrets: bool = True
+    settings: Settings,
+    *,
+    prune: bool = False,
+    with_secrets: bool = True,
+    image: str | None = None,
 ) -> Plan[DeployWork]:
-    """Read the rendered overlay, secrets/ and the cluster; what deploying would do."""
+    """Read the rendered overlay, secrets/ and the cluster; what deploying would do.
+
+    ``image``: run it in the app's container instead of the overlay's image."""
     from kubernetes.client import CoreV1Api
     from kubernetes.dynamic import DynamicClient
 
@@ -273,6 +316,8 @@ def plan_deploy(
             want = keep_live_fields(
                 obj, have, image_repository=settings.image_repository, scaled=key in scaled
             )
+            if image and key == ("Deployment", settings.deployment):
+                want = set_app_image(want, image)
             applied.append(want)
             if owner:
                 continue
@@ -282,6 +327,14 @@ def plan_deploy(
             assert dynamic is not None
             planned, conflict = _apply(dynamic, want, namespace, dry_run=True)
             changes.append(classify(want, have, planned, conflict))
+        claims = claim_names(desired)
+        rebind: list[str] = []
+        if not owner and claims:
+            with api_errors("PersistentVolumes"):
+                volumes = client.sanitize_for_serialization(
+                    CoreV1Api(client).list_persistent_volume().items
+                )
+            rebind = released_volumes(volumes, namespace, claims)
         stale: list[Manifest] = []
         if prune and exists and not owner and dynamic is not None:
             stale = stale_objects(_list_ours(dynamic, desired, namespace), desired)
@@ -297,6 +350,8 @@ def plan_deploy(
         prune=tuple(stale),
         secrets=secrets,
         argocd=owner,
+        rebind=tuple(rebind),
+        claims=tuple(claims),
         deployment=settings.deployment,
         timeout=settings.rollout_timeout,
     )
@@ -327,6 +382,8 @@ def _plan_of(work: DeployWork, settings: Settings, *, prune: bool) -> Plan[Deplo
             if i.key != "target"
         ]
         warnings += work.secrets.warnings
+    for volume in work.rebind:
+        lines.append(Item(key=f"PersistentVolume/{volume}", value="re-bind (Released: retained)"))
     for change in work.changes:
         detail: str = change.action
         if change.fields:
@@ -378,6 +435,31 @@ def _secrets_plan(settings: Settings, target: KubeTarget, exists: bool) -> Plan[
     return plan_from(target, desired, {d.name: current.get(d.name) for d in desired})
 
 
+def set_app_image(deployment: Manifest, image: str) -> Manifest:
+    """A copy of ``deployment`` whose app container (the one running ``image``'s repository,
+    or its only one) runs ``image`` (pure)."""
+    from ops.rollout import app_container, image_name
+
+    changed = copy.deepcopy(deployment)
+    container = app_container(changed, image_name(image))
+    for spec in _dig(changed, "spec", "template", "spec", "containers") or []:
+        if spec.get("name") == container:
+            spec["image"] = image
+    return changed
+
+
+def with_app_image(plan: Plan[DeployWork], image: str) -> Plan[DeployWork]:
+    """The same plan with the app's Deployment running ``image`` (the pipeline's pushed
+    digest, on a first deploy: every object is created, so nothing else changes)."""
+    work = plan.work
+    app = ("Deployment", work.deployment)
+    objects = tuple(
+        set_app_image(o, image) if (o["kind"], o["metadata"]["name"]) == app else o
+        for o in work.objects
+    )
+    return replace(plan, work=replace(work, objects=objects))
+
+
 # --- acting -----------------------------------------------------------------------------
 
 
@@ -400,7 +482,7 @@ def deploy(
     started = time.monotonic()
     step = on_step or (lambda _: None)
     if work.argocd:
-        return DeployReport(changes=(), pruned=(), ready=(), seconds=0.0)
+        return DeployReport(changes=(), pruned=(), ready=(), retained=(), seconds=0.0)
     if work.conflicts:
         names = ", ".join(c.label for c in work.conflicts)
         raise ClusterError(
@@ -420,6 +502,12 @@ def deploy(
             _wait_for_default_service_account(client, namespace)
         if work.secrets is not None:
             apply_secrets(work.secrets)
+        for volume in work.rebind:
+            step(f"re-binding the retained PersistentVolume {volume}")
+            with api_errors("PersistentVolume", name=volume):
+                CoreV1Api(client).patch_persistent_volume(
+                    volume, {"spec": {"claimRef": {"uid": None, "resourceVersion": None}}}
+                )
         dynamic = DynamicClient(client)
         by_key = {(c.kind, c.name): c for c in work.changes}
         for obj in work.objects:
@@ -452,12 +540,41 @@ def deploy(
                 on_problem=on_problem,
                 poll_seconds=poll_seconds,
             )
+        retained = _retain_volumes(client, namespace, work.claims) if wait else []
     return DeployReport(
         changes=work.changes,
         pruned=tuple(pruned),
         ready=tuple(ready),
+        retained=tuple(retained),
         seconds=time.monotonic() - started,
     )
+
+
+def _retain_volumes(client: ApiClient, namespace: str, claims: Sequence[str]) -> list[str]:
+    """Set reclaim policy Retain on the volumes bound to our claims; returns those changed."""
+    from kubernetes.client import CoreV1Api
+
+    from ops.errors import NotFound
+
+    api = CoreV1Api(client)
+    changed = []
+    for claim in claims:
+        try:
+            with api_errors("PersistentVolumeClaim", name=claim, namespace=namespace):
+                pvc = api.read_namespaced_persistent_volume_claim(claim, namespace)
+        except NotFound:
+            continue
+        volume = pvc.spec.volume_name if pvc.spec else None
+        if not volume:
+            continue
+        with api_errors("PersistentVolume", name=volume):
+            pv = api.read_persistent_volume(volume)
+            if pv.spec is not None and pv.spec.persistent_volume_reclaim_policy != "Retain":
+                api.patch_persistent_volume(
+                    volume, {"spec": {"persistentVolumeReclaimPolicy": "Retain"}}
+                )
+                changed.append(volume)
+    return changed
 
 
 # --- waiting ----------------------------------------------------------------------------

@@ -208,7 +208,6 @@ class ApplyWork:
     current: Mapping[str, ClusterSecret | None] = field(repr=False)
 
 
-
 # --- the plan, and acting on it -----------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from invoke.context import Context
 
 from ops import console
 from ops.tasks.common import carry_out, ops_task, settings_for
-from ops.tasks.render import show_log, show_problem, show_progress
+from ops.tasks.render import run_deploy
 
 if TYPE_CHECKING:
     from ops.deploy import DeployReport, DeployWork
@@ -27,33 +27,6 @@ DEPLOY_SETTINGS = [
 ]
 
 
-def run_deploy(plan: Plan[DeployWork], *, wait: bool = True) -> DeployReport:
-    """Act on a deploy plan, showing each step; the rollout's failure reasons on failure."""
-    from ops.deploy import deploy as deploy_objects
-    from ops.errors import RolloutFailed
-
-    try:
-        report = deploy_objects(
-            plan,
-            on_step=console.step,
-            on_progress=show_progress,
-            on_problem=show_problem,
-            wait=wait,
-        )
-    except RolloutFailed as error:
-        show_log(error)
-        raise
-    done = {a: sum(c.action == a for c in report.changes) for a in ("create", "change")}
-    console.success(
-        f"deployed {plan.work.overlay} into {plan.work.target.namespace} in "
-        f"{report.seconds:.0f} s: {done['create']} created, {done['change']} changed, "
-        f"{sum(c.action == 'unchanged' for c in report.changes)} unchanged"
-        + (f", {len(report.pruned)} deleted" if report.pruned else "")
-        + (f"; ready: {', '.join(report.ready)}" if report.ready else "")
-    )
-    return report
-
-
 @ops_task(
     help={
         "overlay": "Overlay to apply: development, staging, production or test "
@@ -66,6 +39,8 @@ def run_deploy(plan: Plan[DeployWork], *, wait: bool = True) -> DeployReport:
         "yes": "Do not ask before replacing Secret values or pruning",
         "timeout": "Seconds to wait for PostgreSQL and the app to be ready (default: 300)",
         "no_wait": "Apply and return; do not wait until PostgreSQL and the app are ready",
+        "image": "Run this image in the app's container instead of the overlay's "
+        "(e.g. registry/repo@sha256:...)",
         "verbose": "Show where each setting came from",
     }
 )
@@ -79,6 +54,7 @@ def deploy(
     yes: bool = False,
     timeout: float | None = None,
     no_wait: bool = False,
+    image: str | None = None,
     verbose: bool = False,
 ) -> None:
     """Apply an overlay (server-side, no kubectl) into a namespace and wait until it is ready."""
@@ -89,7 +65,7 @@ def deploy(
     )
     if verbose:
         console.explain(settings, DEPLOY_SETTINGS)
-    plan = plan_deploy(settings, prune=prune)
+    plan = plan_deploy(settings, prune=prune, image=image)
     if plan.work.argocd:
         carry_out(plan, lambda _: None, dry_run=True)
         return
@@ -98,5 +74,3 @@ def deploy(
         return run_deploy(plan, wait=not no_wait)
 
     carry_out(plan, act, dry_run=dry_run, yes=yes)
-
-

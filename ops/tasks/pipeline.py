@@ -13,6 +13,7 @@ from ops.tasks.render import (
     PUSH_SETTINGS,
     ROLLOUT_SETTINGS,
     run_build,
+    run_deploy,
     run_push,
     run_restart,
 )
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
         "timeout": "Seconds to wait for the rollout to complete (default: 300)",
         "undo_on_failure": "If the rollout fails or times out, roll back to the previous revision",
         "verbose": "Show every build output line and where each setting came from",
+        "overlay": "Overlay deployed first when nothing is deployed yet (default: development)",
+        "yes": "Do not ask before replacing Secret values (when it deploys first)",
     },
     iterable=["tag"],
 )
@@ -47,11 +50,15 @@ def pipeline(
     timeout: float | None = None,
     undo_on_failure: bool = False,
     verbose: bool = False,
+    overlay: str | None = None,
+    yes: bool = False,
 ) -> None:
     """Build the image, push both tags, roll the Deployment out to the pushed digest, wait."""
     from ops.pipeline import plan_pipeline
 
-    settings = settings_for(context=context, namespace=namespace, rollout_timeout=timeout)
+    settings = settings_for(
+        context=context, namespace=namespace, rollout_timeout=timeout, overlay=overlay
+    )
     if verbose:
         rollout = not (no_push or no_rollout)
         names = BUILD_SETTINGS + PUSH_SETTINGS[2:] + (ROLLOUT_SETTINGS if rollout else [])
@@ -63,11 +70,24 @@ def pipeline(
         if not work.push:
             return
         pushed = run_push(settings, built.refs)
-        if work.restart is not None:
-            # The exact image just pushed, by digest: the new ReplicaSet's template is
-            # immutable, so a later pod (or an undo) never pulls whatever `latest` has become.
-            image = f"{pushed[0].ref.name}@{pushed[0].digest}"
+        # The exact image just pushed, by digest: the new ReplicaSet's template is
+        # immutable, so a later pod (or an undo) never pulls whatever `latest` has become.
+        image = f"{pushed[0].ref.name}@{pushed[0].digest}"
+        if work.deploy is not None:
+            from ops.deploy import with_app_image
+
+            console.step(f"nothing deployed in {work.deploy.work.target.namespace}: deploying")
+            run_deploy(with_app_image(work.deploy, image))
+        elif work.restart is not None:
             run_restart(work.restart, undo_on_failure=undo_on_failure, image=image)
 
-    plan = plan_pipeline(settings, extra_tags=tag or (), push=not no_push, rollout=not no_rollout)
-    carry_out(plan, act, dry_run=dry_run, announce=False)
+    plan = plan_pipeline(
+        settings,
+        extra_tags=tag or (),
+        push=not no_push,
+        rollout=not no_rollout,
+        check_cluster=not dry_run,
+    )
+    if plan.work.deploy is not None and not dry_run:
+        console.info(f"nothing deployed in {plan.work.deploy.work.target.namespace} yet:")
+    carry_out(plan, act, dry_run=dry_run, yes=yes, announce=plan.work.deploy is not None)

@@ -17,7 +17,9 @@ from ops.tasks.common import Settings
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ops.deploy import DeployReport, DeployWork
     from ops.images import BuildPlan, BuildStep, BuiltImage, ImageRef, LayerProgress, PushedTag
+    from ops.plan import Plan
     from ops.rollout import PodProblem, RestartWork, RolloutResult, RolloutStatus
 
 BUILD_SETTINGS = ["registry", "image_repository", "build_context", "dockerfile", "base_image"]
@@ -129,6 +131,38 @@ def run_restart(
         f"in {result.seconds:.0f} s: {result.status.progress}"
     )
     return result
+
+
+def run_deploy(plan: Plan[DeployWork], *, wait: bool = True) -> DeployReport:
+    """Act on a deploy plan, showing each step; the rollout's failure reasons on failure."""
+    from ops.deploy import deploy as deploy_objects
+    from ops.errors import RolloutFailed
+
+    try:
+        report = deploy_objects(
+            plan,
+            on_step=console.step,
+            on_progress=show_progress,
+            on_problem=show_problem,
+            wait=wait,
+        )
+    except RolloutFailed as error:
+        show_log(error)
+        raise
+    done = {a: sum(c.action == a for c in report.changes) for a in ("create", "change")}
+    console.success(
+        f"deployed {plan.work.overlay} into {plan.work.target.namespace} in "
+        f"{report.seconds:.0f} s: {done['create']} created, {done['change']} changed, "
+        f"{sum(c.action == 'unchanged' for c in report.changes)} unchanged"
+        + (f", {len(report.pruned)} deleted" if report.pruned else "")
+        + (f"; ready: {', '.join(report.ready)}" if report.ready else "")
+    )
+    if report.retained:
+        console.info(
+            f"  volumes kept if the namespace is deleted (reclaim policy Retain): "
+            f"{', '.join(report.retained)}"
+        )
+    return report
 
 
 @contextmanager

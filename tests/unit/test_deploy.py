@@ -12,12 +12,15 @@ import pytest
 from ops.deploy import (
     FIELD_MANAGER,
     argocd_application,
+    claim_names,
     classify,
     conflict_message,
     diff_paths,
     in_namespace,
     keep_live_fields,
     load_rendered,
+    released_volumes,
+    set_app_image,
     stale_objects,
     statefulset_status,
 )
@@ -202,3 +205,30 @@ def test_prune_takes_only_our_objects_that_left_and_never_a_pvc() -> None:
 def test_statefulset_readiness(status: dict[str, Any], done: bool) -> None:
     sts = {"metadata": {"name": "postgres", "generation": 1}, "spec": {"replicas": 1}}
     assert statefulset_status({**sts, "status": status}).done is done
+
+
+def test_our_claims_and_their_released_volumes() -> None:
+    claims = claim_names(in_namespace(rendered("test"), "team-a"))
+    assert sorted(claims) == ["postgres-backup-pvc", "postgres-data-postgres-0"]
+
+    def pv(name: str, phase: str, namespace: str, claim: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name},
+            "spec": {"claimRef": {"namespace": namespace, "name": claim, "uid": "old"}},
+            "status": {"phase": phase},
+        }
+
+    volumes = [
+        pv("pvc-1", "Released", "team-a", "postgres-data-postgres-0"),
+        pv("pvc-2", "Bound", "team-a", "postgres-backup-pvc"),
+        pv("pvc-3", "Released", "team-b", "postgres-data-postgres-0"),
+        pv("pvc-4", "Released", "team-a", "someone-elses"),
+    ]
+    assert released_volumes(volumes, "team-a", claims) == ["pvc-1"]
+
+
+def test_the_pipelines_digest_replaces_the_overlays_image() -> None:
+    app = find(rendered(), "Deployment", "manifest-app")
+    changed = set_app_image(app, f"localhost:30002/e2e/other@{DIGEST}")
+    assert changed["spec"]["template"]["spec"]["containers"][0]["image"].endswith(DIGEST)
+    assert app["spec"]["template"]["spec"]["containers"][0]["image"] == f"{APP}:latest"
