@@ -18,6 +18,9 @@
     └── BackupError            dumps, restores and their files
         ├── DumpFailed         pg_dump did not produce a complete dump
         ├── RestoreFailed      the restore did not apply (the database is unchanged)
+        │   ├── ServerKilled   the server process died under it (most likely out of memory)
+        │   └── RestoreInterrupted  stopped (Ctrl-C) before its commit
+        ├── WrongDatabase      the backup is of another database than the one named
         ├── CorruptBackup      a backup file is missing, truncated, foreign or altered
         └── BackupKeyError     the age key to encrypt or decrypt a backup is missing or wrong
 
@@ -148,7 +151,34 @@ class DumpFailed(BackupError):
 class RestoreFailed(BackupError):
     """A restore did not apply; it ran in one transaction, so the database is unchanged."""
 
-    default_hint = "The database was left as it was. Read the error above and fix the dump."
+    default_hint = (
+        "The database was left as it was. The error above is PostgreSQL's: it names the "
+        "statement that failed."
+    )
+
+
+class ServerKilled(RestoreFailed):
+    """The PostgreSQL server process died during a restore (most likely out of memory)."""
+
+    default_hint = (
+        "Give PostgreSQL more memory: raise resources.limits.memory of the postgres "
+        "container (k8s/base/postgres-statefulset.yaml, or your overlay) and apply it; "
+        "`kubectl describe pod postgres-0` and the server log say what killed it."
+    )
+
+
+class RestoreInterrupted(RestoreFailed):
+    """A restore was stopped (Ctrl-C) before its transaction committed."""
+
+    exit_code = 130
+    default_hint = "Nothing was changed; run the restore again when you are ready."
+
+
+class WrongDatabase(BackupError):
+    """The backup is of another database than the one it would be restored into."""
+
+    exit_code = 2
+    default_hint = "Restore it into the database it came from, or name its source explicitly."
 
 
 class CorruptBackup(BackupError):

@@ -13,6 +13,26 @@ RECREATE_PUBLIC = (
     b"GRANT USAGE ON SCHEMA public TO PUBLIC;\n"
     b"COMMENT ON SCHEMA public IS 'standard public schema';\n"
 )
+# Run first, inside the restore's own transaction: drop every schema the database has (and
+# its large objects), so that afterwards it holds exactly what the backup holds. Objects
+# made after the dump are gone (the safety backup keeps them); on any error the whole
+# transaction rolls back and nothing was dropped.
+WIPE_DATABASE = (
+    b"SET LOCAL client_min_messages = warning;\n"
+    b"DO $wipe$\n"
+    b"DECLARE s name;\n"
+    b"BEGIN\n"
+    b"  FOR s IN SELECT nspname FROM pg_catalog.pg_namespace\n"
+    b"           WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')\n"
+    b"             AND nspname NOT LIKE 'pg\\_temp\\_%'\n"
+    b"             AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'\n"
+    b"  LOOP\n"
+    b"    EXECUTE format('DROP SCHEMA %I CASCADE', s);\n"
+    b"  END LOOP;\n"
+    b"  PERFORM pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;\n"
+    b"END\n"
+    b"$wipe$;\n" + RECREATE_PUBLIC
+)
 # $0 is the tool; the pod's shell expands the credentials, so no value is ever sent.
 _PG = (
     'PGPASSWORD="${POSTGRES_PASSWORD:-$PGPASSWORD}" '
@@ -45,21 +65,37 @@ def dump_command(database: str, fmt: DumpFormat, compression: int) -> list[str]:
     return pg_command("pg_dump", *args)
 
 
+# A custom dump on stdin: pg_restore turns it into SQL, psql applies it inside our own
+# BEGIN, after the wipe; COMMIT only if pg_restore read the dump to its end (else an
+# exception ends the transaction). pg_restore writing a script holds no COPY row in memory
+# (its `-d` mode buffered a 100 MiB field twice over, in the database's own container).
+_CUSTOM_RESTORE = (
+    'export PGPASSWORD="${POSTGRES_PASSWORD:-$PGPASSWORD}"; '
+    'u="${POSTGRES_USER:-${PGUSER:-postgres}}"; '
+    '{ printf "BEGIN;\\n%s\\n" "$1"; '
+    "if pg_restore --no-owner --clean --if-exists -f -; "
+    'then printf "\\n;\\nCOMMIT;\\n"; '
+    "else printf '\\n\\\\.\\n;\\n%s\\n' \"$2\"; fi; } "
+    '| psql -U "$u" -X -q -v ON_ERROR_STOP=1 -d "$0"'
+)
+_READ_FAILED = "DO $$BEGIN RAISE EXCEPTION 'pg_restore could not read the dump to its end'; END$$;"
+
+
 def restore_command(database: str, fmt: DumpFormat) -> list[str]:
+    """The command that restores a dump arriving on stdin, in one transaction that first
+    empties the database (see WIPE_DATABASE)."""
     if fmt == "custom":
-        return pg_command(
-            "pg_restore",
-            "-d",
+        return [
+            "sh",
+            "-c",
+            _CUSTOM_RESTORE,
             database,
-            "--single-transaction",
-            "--exit-on-error",
-            "--clean",
-            "--if-exists",
-            "--no-owner",
-        )
-    # The transaction is ours (BEGIN ... COMMIT around the stream, see restore_backup), so
-    # a stream cut short never reaches COMMIT: psql's --single-transaction would commit
-    # whatever arrived before the cut at EOF.
+            WIPE_DATABASE.decode(),
+            _READ_FAILED,
+        ]
+    # The transaction is ours (BEGIN, the wipe ... COMMIT around the stream, see
+    # restore_backup), so a stream cut short never reaches COMMIT: psql's
+    # --single-transaction would commit whatever arrived before the cut at EOF.
     return pg_command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database)
 
 

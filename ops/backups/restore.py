@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ops.backups.commands import _ROW_COUNTS, RECREATE_PUBLIC, pg_command, restore_command
+from ops.backups.commands import _ROW_COUNTS, WIPE_DATABASE, pg_command, restore_command
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import ProgressFactory, Verification, _no_progress, verify_backup
-from ops.errors import ExecFailed, RestoreFailed
+from ops.errors import ExecFailed, RestoreFailed, RestoreInterrupted, ServerKilled
 from ops.execstream import CommandRunner, CompletedExec
-from ops.pgformat import DumpFormat, plain_drops_first, read_file_header
+from ops.pgformat import DumpFormat, read_file_header
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,11 +95,9 @@ def _restore_stream(
             stream: IO[bytes] = f
             total = size
         else:
-            begin, commit = b"BEGIN;\n", b"\n;\nCOMMIT;\n"
-            if not plain_drops_first(path):
-                # Made without --clean (the daemon's dumps): clear the schema it fills first,
-                # inside the same transaction, so the restore replaces instead of colliding.
-                begin += RECREATE_PUBLIC
+            # Empty the database first, inside the same transaction: afterwards it holds
+            # exactly the backup, whether or not the dump drops what it recreates.
+            begin, commit = b"BEGIN;\n" + WIPE_DATABASE, b"\n;\nCOMMIT;\n"
             stream = _Concat([io.BytesIO(begin), f, io.BytesIO(commit)])  # type: ignore[assignment]
             total = size + len(begin) + len(commit)
         try:
@@ -107,11 +105,36 @@ def _restore_stream(
                 restore_command(database, fmt), stdin=stream, stdin_size=total, progress=advance
             )
         except ExecFailed as exc:
+            if server_went_away(exc.message):
+                raise ServerKilled(
+                    f"restore of {path.name} into {database!r} failed: the PostgreSQL server "
+                    "process was killed in the middle of it, most likely out of memory "
+                    "(its container's memory limit); the transaction was rolled back, the "
+                    f"backup itself is fine ({exc.message})",
+                    database=database,
+                ) from exc
             raise RestoreFailed(
                 f"restore of {path.name} into {database!r} failed, nothing was changed: "
                 f"{exc.message}",
                 database=database,
             ) from exc
+
+
+# What libpq and the server say when the backend dies under a client: killed (SIGKILL, as
+# the kernel's OOM killer does), or ended by the postmaster's crash recovery.
+_SERVER_WENT_AWAY = (
+    "server closed the connection unexpectedly",
+    "terminating connection because of crash of another server process",
+    "connection to server was lost",
+    "the database system is in recovery mode",
+    "no connection to the server",
+)
+
+
+def server_went_away(message: str) -> bool:
+    """The restore failed because the server process died, not because of the dump."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in _SERVER_WENT_AWAY)
 
 
 def restore_backup(
@@ -141,7 +164,22 @@ def restore_backup(
         safety, _ = take_backup(
             source, backups_dir=backups_dir, compression=compression, progress=progress
         )
-    _restore_stream(source.runner, path, source.database, verification.header.format, progress)
+    try:
+        _restore_stream(source.runner, path, source.database, verification.header.format, progress)
+    except KeyboardInterrupt as exc:
+        kept = f"; the safety backup taken before is {safety}" if safety else ""
+        raise RestoreInterrupted(
+            f"restore of {path.name} into {source.database!r} interrupted: the transaction "
+            f"was not committed, the database is as it was{kept}",
+            database=source.database,
+            safety_backup=str(safety) if safety else None,
+        ) from exc
+    except RestoreFailed as exc:
+        if safety is not None:
+            exc.message += f"; the safety backup taken before is {safety}"
+            exc.args = (exc.message,)
+            exc.context["safety_backup"] = str(safety)
+        raise
     return RestoreReport(
         file=path,
         database=source.database,

@@ -22,7 +22,14 @@ from ops.backups.daemon import _RECEIVE, fetch_from_daemon, list_daemon, send_to
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import BackupInfo, sidecar_of, verify_backup
 from ops.backups.restore import drill, restore_backup
-from ops.errors import BackupError, CorruptBackup, DumpFailed, ExecFailed, RestoreFailed
+from ops.errors import (
+    BackupError,
+    CorruptBackup,
+    DumpFailed,
+    ExecFailed,
+    RestoreFailed,
+    ServerKilled,
+)
 from ops.execstream import LocalRunner, PodExec
 from ops.kube import KubeTarget
 from tests.fakes.exec_server import fake_exec_server
@@ -412,16 +419,129 @@ def test_plain_restore_failing_midway_changes_nothing(tmp_path, postgres_server,
 
 
 def test_custom_restore_failing_midway_changes_nothing(tmp_path, postgres_server, source, db):
+    role = f"reader_{db}"
+    postgres_server.psql(f"CREATE ROLE {role}; GRANT SELECT ON student TO {role}", db)
     path, _ = take_backup(source, backups_dir=tmp_path)
+    # The dump's last step, GRANT ... TO the role, fails: data and objects are back by then.
+    postgres_server.psql(f"REVOKE ALL ON student FROM {role}; DROP ROLE {role}", db)
     postgres_server.psql(
         "UPDATE student SET age = 7 WHERE id < 100;"
-        # an object the dump does not know depends on a table --clean must drop: DROP fails
         "CREATE VIEW local_report AS SELECT count(*) FROM student",
         db,
     )
-    before = counts(postgres_server, db)
-    with pytest.raises(RestoreFailed, match="depend"):
+    before = plain_sql(postgres_server, db)
+    with pytest.raises(RestoreFailed, match=f'role "{role}" does not exist') as caught:
         restore_backup(path, source, full_reader=None, backups_dir=tmp_path)
+    assert plain_sql(postgres_server, db) == before
+    safety = caught.value.context["safety_backup"]
+    assert f"the safety backup taken before is {safety}" in caught.value.message
+    assert Path(str(safety)).is_file()
+    assert "fix the dump" not in caught.value.hint
+
+
+CHANGES_AFTER_THE_DUMP = (
+    "CREATE TABLE made_later (id int PRIMARY KEY, note text);"
+    "INSERT INTO made_later VALUES (1, 'should vanish');"
+    "CREATE SCHEMA reporting; CREATE TABLE reporting.totals AS SELECT count(*) AS n FROM student;"
+    "CREATE FUNCTION later() RETURNS int LANGUAGE sql AS 'SELECT 1';"
+    "CREATE SEQUENCE later_seq;"
+    "ALTER TABLE student ADD COLUMN email text DEFAULT 'x@example.invalid';"
+    "DROP VIEW adults;"
+    "DELETE FROM student WHERE id % 5 = 0; UPDATE student SET age = age + 1 WHERE id < 500;"
+    "INSERT INTO blobs VALUES (99999, '\\xdeadbeef');"
+    "SELECT lo_from_bytea(0, 'a large object made later');"
+)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_restore_leaves_exactly_what_the_backup_holds(tmp_path, postgres_server, source, db, fmt):
+    """Seen: a table created after the dump was still there after the restore (a merge)."""
+    original = plain_sql(postgres_server, db)
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    postgres_server.psql(CHANGES_AFTER_THE_DUMP, db)
+    changed = plain_sql(postgres_server, db)
+    assert changed != original and "made_later" in changed
+
+    report = restore_backup(path, source, full_reader=source.runner, backups_dir=tmp_path)
+
+    assert plain_sql(postgres_server, db) == original  # schema and data, nothing more
+    assert set(report.tables) == {"public.blobs", "public.student"}
+    assert postgres_server.psql("SELECT count(*) FROM pg_largeobject_metadata", db) == "0"
+    # What was dropped is in the safety backup.
+    assert report.safety_backup is not None
+    restore_backup(
+        report.safety_backup, source, full_reader=None, backups_dir=tmp_path, safety_backup=False
+    )
+    assert plain_sql(postgres_server, db) == changed
+
+
+def test_a_custom_dump_cut_short_through_the_restore_pipe_never_commits(
+    tmp_path, postgres_server, source, db
+):
+    """pg_restore stops at the cut; the wipe before it must roll back with it."""
+    path, _ = take_backup(source, backups_dir=tmp_path)
+    postgres_server.psql(CHANGES_AFTER_THE_DUMP, db)
+    before = plain_sql(postgres_server, db)
+    data = path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 3):
+        with pytest.raises(ExecFailed, match=r"could not read the dump to its end|pg_restore"):
+            source.runner.run(
+                restore_command(db, "custom"), stdin=io.BytesIO(data[:cut]), stdin_size=cut
+            )
+        assert plain_sql(postgres_server, db) == before
+
+
+def test_a_server_process_killed_mid_restore_is_named_as_such(
+    tmp_path, postgres_server, source, db
+):
+    """Seen: the backend was OOM-killed and the message said "fix the dump"."""
+    import os
+    import signal
+    import time
+
+    postgres_server.psql(
+        "CREATE TABLE big (id int, data bytea);"
+        "INSERT INTO big SELECT g, convert_to(repeat(md5(g::text), 2000), 'UTF8') "
+        "FROM generate_series(1, 3000) g;",
+        db,
+    )
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt="plain")
+    postgres_server.psql("UPDATE student SET age = 3", db)
+    before = counts(postgres_server, db)
+    killed: list[int] = []
+
+    def kill_the_restoring_backend() -> None:
+        query = (
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND query ILIKE 'COPY public.big % FROM stdin%'"
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not killed:
+            pids = postgres_server.psql(query, db).split()
+            if pids:
+                os.kill(int(pids[0]), signal.SIGKILL)  # what the kernel's OOM killer sends
+                killed.append(int(pids[0]))
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_the_restoring_backend)
+    killer.start()
+    try:
+        with pytest.raises(ServerKilled) as caught:
+            restore_backup(path, source, full_reader=None, backups_dir=tmp_path)
+    finally:
+        killer.join()
+    assert killed
+    message = caught.value.message
+    assert "killed" in message and "out of memory" in message and "fix the dump" not in message
+    assert "memory" in caught.value.hint and "postgres-statefulset.yaml" in caught.value.hint
+    assert "the safety backup taken before is" in message
+    for _ in range(100):  # crash recovery
+        try:
+            if counts(postgres_server, db) == before:
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
     assert counts(postgres_server, db) == before
 
 

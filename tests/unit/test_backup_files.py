@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.backups.commands import dump_command, pg_command, restore_command
+from ops.backups.commands import WIPE_DATABASE, dump_command, pg_command, restore_command
 from ops.backups.files import BackupInfo, _publish, backup_name, prune_local, sidecar_of
 from ops.errors import CorruptBackup
 from ops.pgformat import read_header
@@ -78,10 +78,15 @@ def test_commands_name_credentials_as_variables_never_values():
     assert pg_command("psql", "-c", "x; y")[-2:] == ["-c", "x; y"]
 
 
-def test_custom_restore_is_one_transaction_that_replaces_objects():
+def test_custom_restore_is_one_transaction_that_empties_the_database_first():
     argv = restore_command("db", "custom")
-    for flag in ("--single-transaction", "--clean", "--if-exists", "--no-owner", "--exit-on-error"):
-        assert flag in argv
+    script = argv[2]
+    assert argv[3] == "db" and argv[4] == WIPE_DATABASE.decode()
+    # BEGIN and the wipe, then pg_restore's SQL; COMMIT only after pg_restore succeeded.
+    assert script.index("BEGIN") < script.index("pg_restore") < script.index("COMMIT")
+    assert "then printf" in script and "COMMIT" in script.split("else")[0]
+    assert "--single-transaction" not in script  # psql would commit a stream cut short
+    assert "RAISE EXCEPTION" in argv[5]
 
 
 def test_sidecar_round_trip(tmp_path: Path):
