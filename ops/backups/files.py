@@ -83,6 +83,16 @@ class Verification:
     info: BackupInfo | None
     stat: tuple[int, int] = (0, 0)  # size and mtime (ns) of the file that was checked
 
+    @property
+    def summary(self) -> str:
+        """What the checks prove, and no more: without a sidecar, nothing about alteration."""
+        if self.info is not None:
+            return f"a complete, unaltered {self.header.format} dump (sha256 matches its sidecar)"
+        return (
+            f"complete and readable as a {self.header.format} dump; whether it was altered "
+            "cannot be known without its sidecar"
+        )
+
     def still_valid(self) -> bool:
         """The file is the one that was checked (same size and modification time)."""
         return self.stat != (0, 0) and _stat_of(self.path) == self.stat

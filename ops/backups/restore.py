@@ -12,7 +12,13 @@ from typing import IO
 from ops.backups.commands import _ROW_COUNTS, WIPE_DATABASE, pg_command, restore_command
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import ProgressFactory, Verification, _no_progress, verify_backup
-from ops.errors import ExecFailed, RestoreFailed, RestoreInterrupted, ServerKilled
+from ops.errors import (
+    ExecFailed,
+    RestoreFailed,
+    RestoreInterrupted,
+    ServerKilled,
+    WrongDatabase,
+)
 from ops.execstream import CommandRunner, CompletedExec
 from ops.pgformat import DumpFormat, read_file_header
 
@@ -135,6 +141,36 @@ def server_went_away(message: str) -> bool:
     """The restore failed because the server process died, not because of the dump."""
     lowered = message.lower()
     return any(marker in lowered for marker in _SERVER_WENT_AWAY)
+
+
+def cross_database_check(
+    dump_database: str | None, target: str, named_source: str | None
+) -> list[tuple[str, str]]:
+    """Refuse to restore a backup of one database into another unless its source is named
+    (pure). Returns the plan's warning line when it is; ``--yes`` alone never crosses."""
+    if named_source is not None and dump_database and named_source != dump_database:
+        raise WrongDatabase(
+            f"the backup is of database {dump_database!r}, not {named_source!r} "
+            "as --from-database says; nothing was changed",
+            hint=f"Check the file; to restore it into {target!r}, name its real source: "
+            f"--from-database {dump_database}",
+        )
+    if not dump_database or dump_database == target:
+        return []
+    if named_source is None:
+        raise WrongDatabase(
+            f"the backup is of database {dump_database!r}, but the restore would replace "
+            f"{target!r}; nothing was changed",
+            hint=f"To put {dump_database!r}'s data into {target!r}, say so: --from-database "
+            f"{dump_database} (or --database {dump_database} to restore it where it came from).",
+        )
+    return [
+        (
+            "WARNING",
+            f"a backup of {dump_database!r} replaces everything in {target!r} "
+            "(another database than it came from)",
+        )
+    ]
 
 
 def restore_backup(

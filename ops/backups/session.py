@@ -19,10 +19,10 @@ from ops.backups.files import (
     sidecar_of,
     verify_backup,
 )
-from ops.backups.restore import RestoreReport, restore_backup
+from ops.backups.restore import RestoreReport, cross_database_check, restore_backup
 from ops.config import Settings
 from ops.errors import CorruptBackup
-from ops.pgformat import plain_drops_first, read_file_header
+from ops.pgformat import read_file_header
 
 _T = TypeVar("_T")
 
@@ -76,6 +76,7 @@ def prepare_restore(
     require_sidecar: bool = True,
     safety_backup: bool = True,
     dry_run: bool = False,
+    from_database: str | None = None,
     progress: ProgressFactory = _no_progress,
 ) -> RestoreSession:
     """Check everything a restore needs (file first, then the pod) and build its plan.
@@ -96,18 +97,26 @@ def prepare_restore(
             file, require_sidecar, progress, pod=lambda: pod_lookup.result()
         )
         info = verification.info
+        dump_database = (info.database if info else verification.header.database) or None
         described = [
             ("file", str(file)),
             ("size", human_size(file.stat().st_size)),
             ("format", verification.header.format),
             ("created", info.created if info else "unknown (no sidecar)"),
-            (
-                "source database",
-                (info.database if info else verification.header.database) or "unknown",
-            ),
+            ("source database", dump_database or "unknown"),
             ("checks", "; ".join(verification.checks)),
         ]
+        if info is None:
+            described.append(
+                (
+                    "checksum",
+                    "NONE (--no-sidecar): the file is complete and readable; whether it was "
+                    "altered cannot be known without its sidecar",
+                )
+            )
     source = pod_lookup.result()
+    if file is not None:
+        described += cross_database_check(dump_database, source.database, from_database)
     if from_daemon is not None:
         runner = daemon_runner(settings)
         match = [b for b in list_daemon(runner) if b.name == from_daemon]
@@ -130,8 +139,11 @@ def prepare_restore(
         ("database", source.database),
         *described,
         ("safety backup", "yes, into " + str(settings.backups_dir) if safety_backup else "NO"),
-        *_plain_note(file),
-        ("how", "one transaction: on any error the database stays as it was"),
+        (
+            "how",
+            "one transaction: everything in the database is dropped, then the backup is "
+            "applied, so afterwards it holds exactly the backup; on any error it stays as it was",
+        ),
     ]
     return RestoreSession(
         source=source,
@@ -143,12 +155,6 @@ def prepare_restore(
         plan=plan,
         verification=verification,
     )
-
-
-def _plain_note(file: Path | None) -> list[tuple[str, str]]:
-    if file is None or read_file_header(file).format != "plain" or plain_drops_first(file):
-        return []
-    return [("note", "dumped without --clean: schema public is dropped and recreated first")]
 
 
 def _verify_for_restore(

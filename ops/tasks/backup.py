@@ -126,7 +126,10 @@ def verify(
             f"drill: restored {len(restored)} tables, "
             f"{sum(restored.values())} rows into a scratch database (dropped again)"
         )
-    console.success(f"{file} is a complete, unaltered {result.header.format} dump")
+    if result.info is None:
+        console.warn(f"{file} is {result.summary}")
+    else:
+        console.success(f"{file} is {result.summary}")
 
 
 def _same(a: dict[str, int], b: dict[str, int], table: str) -> str:
@@ -244,7 +247,10 @@ def list_(
         "from_daemon": "Name of a backup in the daemon's /backups to restore instead",
         "yes": "Do not ask; restore right away",
         "no_safety_backup": "Skip the backup of the current database taken first",
-        "no_sidecar": "Accept a file without its .json sidecar (no checksum to compare)",
+        "no_sidecar": "Restore a file without its .json sidecar: no checksum, so whether it "
+        "was altered cannot be known (the plan says so)",
+        "from_database": "The database the backup was taken from, to restore it into another "
+        "one (required then: --yes alone never crosses databases)",
         "dry_run": "Check the file and show the plan; touch nothing",
         **_WHERE,
     }
@@ -256,6 +262,7 @@ def restore(
     yes: bool = False,
     no_safety_backup: bool = False,
     no_sidecar: bool = False,
+    from_database: str | None = None,
     dry_run: bool = False,
     context: str | None = None,
     namespace: str | None = None,
@@ -277,6 +284,7 @@ def restore(
         require_sidecar=not no_sidecar,
         safety_backup=not no_safety_backup,
         dry_run=dry_run,
+        from_database=from_database,
         progress=console.byte_progress,
     )
     console.plan("Restore plan", session.plan)

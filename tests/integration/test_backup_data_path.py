@@ -173,6 +173,34 @@ def test_verify_catches_a_flipped_byte(tmp_path, source, fmt, where):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+def test_without_a_sidecar_verify_says_what_it_cannot_know(
+    tmp_path, postgres_server, source, db, fmt
+):
+    """Seen: --no-sidecar called a dump with one digit changed "complete, unaltered"."""
+    postgres_server.psql("UPDATE student SET age = 41 WHERE id = 7", db)
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    data = path.read_bytes()
+    marker = "name 7 ".encode()
+    row = data.index(marker)
+    age = data.index(b"41", row)  # the row's age, in the COPY data
+    path.write_bytes(data[:age] + b"42" + data[age + 2 :])
+    with pytest.raises(CorruptBackup, match="sha256 differs"):
+        verify_backup(path, full_reader=source.runner)
+
+    sidecar_of(path).unlink()
+    checked = verify_backup(path, full_reader=source.runner, require_sidecar=False)
+    assert checked.info is None
+    assert checked.summary == (
+        f"complete and readable as a {fmt} dump; whether it was altered cannot be known "
+        "without its sidecar"
+    )
+    assert "unaltered" not in checked.summary and "sha256" not in " ".join(checked.checks)
+    # What is restored is what the file says, altered or not: only a sidecar could tell.
+    restore_backup(path, source, full_reader=None, backups_dir=tmp_path, require_sidecar=False)
+    assert postgres_server.psql("SELECT age FROM student WHERE id = 7", db) == "42"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_verify_catches_truncation_with_and_without_a_sidecar(tmp_path, source, fmt):
     path, info = take_backup(source, backups_dir=tmp_path, fmt=fmt, compression=6)
     rng = random.Random(6)

@@ -138,3 +138,19 @@ def test_retention_keeps_the_newest_and_never_a_protected_one(tmp_path: Path):
     }
     assert not sidecar_of(paths[1]).exists()
     assert (tmp_path / "in-flight.dump.1234.part").exists()
+
+
+def test_a_backup_of_another_database_is_refused_unless_its_source_is_named():
+    """Seen: a dump of A restored into B with --yes, keeping B's own table beside A's data."""
+    from ops.backups.restore import cross_database_check
+    from ops.errors import WrongDatabase
+
+    assert cross_database_check("studentdb", "studentdb", None) == []
+    assert cross_database_check(None, "studentdb", None) == []  # unknown: plain, no sidecar
+    with pytest.raises(WrongDatabase, match="backup is of database 'a', but the restore") as e:
+        cross_database_check("a", "b", None)
+    assert e.value.exit_code == 2 and "--from-database a" in e.value.hint
+    with pytest.raises(WrongDatabase, match="not 'c' as --from-database says"):
+        cross_database_check("a", "b", "c")
+    ((label, text),) = cross_database_check("a", "b", "a")
+    assert label == "WARNING" and "'a'" in text and "'b'" in text
