@@ -106,6 +106,33 @@ def _restore_source(settings: Settings) -> Source:
     return source
 
 
+def memory_limits(settings: Settings, pod: str) -> str:
+    """The pod's containers' memory limits, e.g. ``postgres 1Gi`` (best effort: "" if unknown).
+
+    For an error that says the server was killed: the limit is what to raise.
+    """
+    from kubernetes.client import CoreV1Api
+
+    from ops.kube import api_client, api_errors
+
+    target = _target(settings)
+    try:
+        with api_errors("pod", name=pod, namespace=target.namespace):
+            client = api_client(target)
+            try:
+                spec = CoreV1Api(client).read_namespaced_pod(pod, target.namespace).spec
+            finally:
+                client.close()
+    except OpsError:
+        return ""
+    limits = [
+        f"{c.name} {(c.resources.limits or {}).get('memory', 'no limit')}"
+        for c in (spec.containers if spec is not None else [])
+        if c.resources is not None
+    ]
+    return ", ".join(limits)
+
+
 def pod_source(settings: Settings) -> Source:
     """The postgres pod as a backup source, checked to be running."""
     from ops.execstream import PodExec

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from ops.backups.cluster import _restore_source, daemon_runner, human_size
+from ops.backups.cluster import _restore_source, daemon_runner, human_size, memory_limits
 from ops.backups.daemon import DAEMON_DIR, fetch_from_daemon, list_daemon
 from ops.backups.dump import Source
 from ops.backups.files import (
@@ -21,7 +21,7 @@ from ops.backups.files import (
 )
 from ops.backups.restore import RestoreReport, cross_database_check, restore_backup
 from ops.config import Settings
-from ops.errors import CorruptBackup
+from ops.errors import CorruptBackup, ServerKilled
 from ops.pgformat import read_file_header
 
 _T = TypeVar("_T")
@@ -186,17 +186,24 @@ def run_restore(
             progress=progress,
         )
     assert path is not None
-    report = restore_backup(
-        path,
-        session.source,
-        full_reader=None,
-        backups_dir=settings.backups_dir,
-        safety_backup=session.safety_backup,
-        compression=settings.backup_compression,
-        require_sidecar=session.require_sidecar,
-        progress=progress,
-        verified=session.verification,
-    )
+    try:
+        report = restore_backup(
+            path,
+            session.source,
+            full_reader=None,
+            backups_dir=settings.backups_dir,
+            safety_backup=session.safety_backup,
+            compression=settings.backup_compression,
+            require_sidecar=session.require_sidecar,
+            progress=progress,
+            verified=session.verification,
+        )
+    except ServerKilled as exc:
+        limits = memory_limits(settings, session.source.pod)
+        if limits:
+            exc.message += f"; memory limit of pod {session.source.pod}: {limits}"
+            exc.args = (exc.message,)
+        raise
     protect = [path] + ([report.safety_backup] if report.safety_backup else [])
     prune_local(settings.backups_dir, settings.backup_keep, protect=protect)
     return report

@@ -40,7 +40,19 @@ def _image() -> str:
     return image
 
 
-def _postgres_pod(image: str, pull_secret: str) -> dict[str, Any]:
+def shipped_postgres_memory_limit() -> str:
+    """The postgres container's memory limit as k8s/base ships it."""
+    import yaml
+
+    text = (ROOT / "k8s" / "base" / "postgres-statefulset.yaml").read_text()
+    for doc in yaml.safe_load_all(text):
+        if doc and doc.get("kind") == "StatefulSet":
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            return str(container["resources"]["limits"]["memory"])
+    raise AssertionError("no StatefulSet in postgres-statefulset.yaml")
+
+
+def _postgres_pod(image: str, pull_secret: str, memory: str | None = None) -> dict[str, Any]:
     def cred(key: str) -> dict[str, Any]:
         return {"secretKeyRef": {"name": "db-credentials", "key": key}}
 
@@ -60,6 +72,16 @@ def _postgres_pod(image: str, pull_secret: str) -> dict[str, Any]:
                         {"name": "POSTGRES_DB", "value": "studentdb"},
                     ],
                     "ports": [{"containerPort": 5432}],
+                    **(
+                        {
+                            "resources": {
+                                "limits": {"memory": memory},
+                                "requests": {"memory": "256Mi"},
+                            }
+                        }
+                        if memory
+                        else {}
+                    ),
                     "readinessProbe": {
                         "exec": {
                             "command": [
@@ -123,8 +145,12 @@ def _daemon(image: str, pull_secret: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def lab(kube_api, core_v1, namespace, harbor_regcred, tmp_path, kube_context):
-    """A namespace with postgres-0 (seeded) and the backup daemon, plus Settings for it."""
+def lab(kube_api, core_v1, namespace, harbor_regcred, tmp_path, kube_context, request):
+    """A namespace with postgres-0 (seeded) and the backup daemon, plus Settings for it.
+
+    Parametrized indirectly, the value is postgres-0's memory limit.
+    """
+    memory = getattr(request, "param", None)
     from kubernetes import client
 
     image = _image()
@@ -139,7 +165,7 @@ def lab(kube_api, core_v1, namespace, harbor_regcred, tmp_path, kube_context):
         namespace,
         {"metadata": {"name": "postgres-backup-script"}, "data": {"backup.sh": SCRIPT.read_text()}},
     )
-    core_v1.create_namespaced_pod(namespace, _postgres_pod(image, harbor_regcred))
+    core_v1.create_namespaced_pod(namespace, _postgres_pod(image, harbor_regcred, memory))
     core_v1.create_namespaced_service(
         namespace,
         {
@@ -227,13 +253,93 @@ def test_backup_change_restore_gives_the_rows_back_exactly(lab):
 
 def test_a_restore_failing_midway_leaves_the_database_unchanged(lab):
     settings, runner = lab
+    psql(runner, "CREATE ROLE e2e_reader; GRANT SELECT ON student TO e2e_reader")
     path, _ = backups.backup_now(settings)
+    # The dump's GRANT, after all data is back, then fails: everything must roll back.
+    psql(runner, "REVOKE ALL ON student FROM e2e_reader; DROP ROLE e2e_reader")
     psql(runner, "UPDATE student SET age = 1 WHERE id < 10; CREATE VIEW v AS SELECT * FROM student")
-    before = fingerprint(runner)
-    session = backups.prepare_restore(settings, file=path, from_daemon=None, safety_backup=False)
-    with pytest.raises(RestoreFailed, match="depend"):
+    before = plain_dump(runner)
+    session = backups.prepare_restore(settings, file=path, from_daemon=None)
+    with pytest.raises(RestoreFailed, match='role "e2e_reader" does not exist') as caught:
         backups.run_restore(session)
-    assert fingerprint(runner) == before
+    assert plain_dump(runner) == before
+    assert "the safety backup taken before is" in caught.value.message
+
+
+def plain_dump(runner: PodExec, database: str = "studentdb") -> str:
+    """The database's schema and data as plain SQL, without the per-run \\restrict key."""
+    out = io.BytesIO()
+    runner.run(pg_command("pg_dump", "--format=plain", "--no-owner", "-d", database), stdout=out)
+    text = out.getvalue().decode()
+    return "\n".join(line for line in text.splitlines() if not line.startswith("\\"))
+
+
+def run_inv(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env["COLUMNS"] = "250"
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            *args,
+            "--context",
+            settings.context,
+            "--namespace",
+            settings.namespace,
+            "--backups-dir",
+            str(settings.backups_dir),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_restore_leaves_exactly_the_backup_and_never_crosses_databases(lab):
+    """Seen: a table made after the dump survived the restore; a dump of A restored into B
+    with --yes kept B's own table beside A's data."""
+    settings, runner = lab
+    original = plain_dump(runner)
+    path, _ = backups.backup_now(settings)
+    psql(
+        runner,
+        "CREATE TABLE made_later (id int); INSERT INTO made_later VALUES (1);"
+        "CREATE SCHEMA reporting; CREATE VIEW reporting.n AS SELECT count(*) FROM student;"
+        "ALTER TABLE student ADD COLUMN email text; DELETE FROM student WHERE id % 3 = 0;",
+    )
+    done = run_inv(settings, "backup.restore", "--file", str(path), "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert plain_dump(runner) == original
+
+    psql(runner, "CREATE DATABASE otherdb")
+    psql(runner, "CREATE TABLE own_table (x int); INSERT INTO own_table VALUES (42)", "otherdb")
+    refused = run_inv(
+        settings, "backup.restore", "--file", str(path), "--database", "otherdb", "--yes"
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "backup is of database 'studentdb'" in errors[0], errors
+    assert "--from-database studentdb" in errors[0] and "Traceback" not in refused.stderr
+    assert psql(runner, "SELECT x FROM own_table", "otherdb") == "42"
+
+    crossed = run_inv(
+        settings,
+        "backup.restore",
+        "--file",
+        str(path),
+        "--database",
+        "otherdb",
+        "--from-database",
+        "studentdb",
+        "--yes",
+    )
+    assert crossed.returncode == 0, crossed.stdout + crossed.stderr
+    assert "WARNING" in crossed.stdout and "'studentdb'" in crossed.stdout
+    assert plain_dump(runner, "otherdb") == original  # B holds exactly A's backup
 
 
 def test_to_daemon_checks_sha256_in_the_pod_and_never_overwrites(lab):
@@ -500,3 +606,70 @@ def test_a_pod_that_is_not_running_is_one_clear_line(lab, core_v1):
     with pytest.raises(ClusterError, match=r"pod 'pending-0' .* is Pending, not Running"):
         backups.backup_now(stuck)
     assert not settings.backups_dir.exists() or not list(settings.backups_dir.iterdir())
+
+
+BIG_ROW_MIB = 100
+
+
+@pytest.mark.parametrize("lab", [shipped_postgres_memory_limit()], indirect=True)
+def test_a_100_mib_field_restores_and_a_server_too_small_says_why(lab, core_v1):
+    """Seen: restoring one 100 MiB bytea value got the server process OOM-killed under the
+    manifests' 1Gi, and the message said "fix the dump"."""
+    settings, runner = lab
+    psql(runner, "CREATE TABLE big (id int PRIMARY KEY, data bytea)")
+    rows = BIG_ROW_MIB * 1024 * 1024 // 16  # 16 bytes of md5 each
+    psql(
+        runner,
+        "INSERT INTO big SELECT 1, decode(string_agg(md5(g::text), ''), 'hex') "
+        f"FROM generate_series(1, {rows}) g",
+    )
+    digest = psql(runner, "SELECT length(data) || ':' || md5(data) FROM big")
+    assert digest.startswith(f"{BIG_ROW_MIB * 1024 * 1024}:")
+    path, _ = backups.backup_now(settings)
+    psql(runner, "UPDATE big SET data = 'changed'; CREATE TABLE made_later (x int)")
+
+    # On the limit the manifests ship: restored, byte for byte, and the server never restarted.
+    started = psql(runner, "SELECT pg_postmaster_start_time()")
+    session = backups.prepare_restore(settings, file=path, from_daemon=None, safety_backup=False)
+    backups.run_restore(session)
+    assert psql(runner, "SELECT length(data) || ':' || md5(data) FROM big") == digest
+    assert psql(runner, "SELECT to_regclass('made_later') IS NULL") == "t"
+    assert psql(runner, "SELECT pg_postmaster_start_time()") == started  # no crash recovery
+
+    # A server too small for that row: postgres-0 again, with a 400Mi limit.
+    namespace = settings.namespace
+    core_v1.delete_namespaced_pod("postgres-0", namespace, grace_period_seconds=0)
+    wait_until(
+        lambda: (
+            "postgres-0"
+            not in {p.metadata.name for p in core_v1.list_namespaced_pod(namespace).items}
+        ),
+        timeout=120,
+        what="postgres-0 gone",
+    )
+    core_v1.create_namespaced_pod(namespace, _postgres_pod(_image(), "harbor-regcred", "400Mi"))
+
+    def ready() -> bool:
+        pod = core_v1.read_namespaced_pod("postgres-0", namespace)
+        return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+    wait_until(ready, timeout=180, what="postgres-0 (400Mi) ready")
+    runner = PodExec(resolve_target(settings), "postgres-0")
+    psql(runner, "CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (7)")
+    before = plain_dump(runner)
+    result = run_inv(settings, "backup.restore", "--file", str(path), "--yes")
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    line = errors[0]
+    assert "killed" in line and "out of memory" in line and "postgres 400Mi" in line, line
+    assert "resources.limits.memory" in line and "fix the dump" not in line
+    assert "the safety backup taken before is" in line
+    wait_until(
+        lambda: (
+            runner.run(pg_command("pg_isready", "-h", "127.0.0.1"), check=False).returncode == 0
+        ),
+        timeout=120,
+        what="the server back after crash recovery",
+    )
+    assert plain_dump(runner) == before  # nothing lost

@@ -180,7 +180,7 @@ def test_without_a_sidecar_verify_says_what_it_cannot_know(
     postgres_server.psql("UPDATE student SET age = 41 WHERE id = 7", db)
     path, _ = take_backup(source, backups_dir=tmp_path, fmt=fmt)
     data = path.read_bytes()
-    marker = "name 7 ".encode()
+    marker = b"name 7 "
     row = data.index(marker)
     age = data.index(b"41", row)  # the row's age, in the COPY data
     path.write_bytes(data[:age] + b"42" + data[age + 2 :])

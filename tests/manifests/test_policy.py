@@ -156,6 +156,18 @@ def test_app_deployment(objects: list[Manifest], overlay: str) -> None:
     }
 
 
+def test_postgres_can_hold_a_100_mib_field_during_a_restore(
+    objects: list[Manifest], overlay: str
+) -> None:
+    """Seen: a restore of one 100 MiB bytea value got the server OOM-killed under 1Gi
+    (server process ~685 MB plus the restore client in the same container)."""
+    (postgres,) = pod_spec(objects, "StatefulSet", "postgres")["containers"]
+    limit = postgres["resources"]["limits"]["memory"]
+    units = {"Mi": 1, "Gi": 1024}
+    mib = int(limit[:-2]) * units[limit[-2:]]
+    assert mib >= 2048, f"{overlay}: postgres memory limit {limit}"
+
+
 def test_app_image_is_pinned_outside_development(objects: list[Manifest], overlay: str) -> None:
     (app,) = pod_spec(objects, "Deployment", DEFAULTS.deployment)["containers"]
     repository, tag = app["image"].rsplit(":", 1)
