@@ -9,7 +9,13 @@ from invoke.context import Context
 from ops import console
 from ops.kube import resolve_target
 from ops.tasks.common import Collection, carry_out, ops_task, settings_for
-from ops.tasks.render import ROLLOUT_SETTINGS, run_restart, show_problem, show_progress
+from ops.tasks.render import (
+    ROLLOUT_SETTINGS,
+    run_restart,
+    show_log,
+    show_problem,
+    show_progress,
+)
 
 if TYPE_CHECKING:
     from ops.plan import Plan
@@ -84,13 +90,17 @@ def status(
         console.explain(settings, ROLLOUT_SETTINGS)
     target = resolve_target(settings)
     if wait:
-        result = wait_for_rollout(
-            target,
-            settings.deployment,
-            timeout=settings.rollout_timeout,
-            on_progress=show_progress,
-            on_problem=show_problem,
-        )
+        try:
+            result = wait_for_rollout(
+                target,
+                settings.deployment,
+                timeout=settings.rollout_timeout,
+                on_progress=show_progress,
+                on_problem=show_problem,
+            )
+        except RolloutFailed as error:
+            show_log(error)
+            raise
         console.success(f"{result.status.message} ({result.status.progress})")
         return
     current = read_status(target, settings.deployment)
