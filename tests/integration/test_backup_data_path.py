@@ -784,3 +784,34 @@ def test_backups_sidecars_and_parts_are_private_and_so_is_a_new_folder(
     second, _ = take_backup(source, backups_dir=own, fmt="plain")
     assert stat.S_IMODE(own.stat().st_mode) == 0o750
     assert stat.S_IMODE(second.stat().st_mode) == 0o600
+
+
+def test_an_interrupted_restore_names_its_safety_backup_and_changes_nothing(
+    tmp_path, postgres_server, source, db
+):
+    """Seen: an interrupted restore kept its safety backup but did not say where it was."""
+    import contextlib
+
+    from ops.errors import RestoreInterrupted
+
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt="plain")
+    postgres_server.psql(CHANGES_AFTER_THE_DUMP, db)
+    before = plain_sql(postgres_server, db)
+
+    @contextlib.contextmanager
+    def ctrl_c_midway(description, total):
+        sent = [0]
+
+        def advance(n):
+            sent[0] += n
+            if description.startswith("restore") and sent[0] > 100_000:
+                raise KeyboardInterrupt
+
+        yield advance
+
+    with pytest.raises(RestoreInterrupted) as caught:
+        restore_backup(path, source, full_reader=None, backups_dir=tmp_path, progress=ctrl_c_midway)
+    assert caught.value.exit_code == 130
+    safety = Path(str(caught.value.context["safety_backup"]))
+    assert safety.is_file() and f"the safety backup taken before is {safety}" in str(caught.value)
+    assert plain_sql(postgres_server, db) == before
