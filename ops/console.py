@@ -97,6 +97,16 @@ def plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
     return [title, line(columns).rstrip(), *(line(row).rstrip() for row in rows)]
 
 
+def human_size(n: int) -> str:
+    """``n`` bytes for a person: ``512 B``, ``1.5 KiB`` ... ``3.2 GiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 def plan(title: str, items: Sequence[tuple[str, str]]) -> None:
     """A dry-run or confirmation plan: one `key: value` per line."""
     out().print(f"[bold]{escape(title)}[/]")

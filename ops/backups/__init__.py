@@ -9,12 +9,13 @@ Commands run with the pod's own credentials: the shell in the pod expands
 ``$POSTGRES_USER``/``$POSTGRES_PASSWORD``; no value crosses the wire or shows in a plan.
 """
 
-from ops.backups.cluster import (
+from ops.backups.files import prune_local
+from ops.backups.operations import (
+    BackupListing,
+    DaemonUpload,
     backup_now,
     backup_plan,
     drill_in_pod,
-    human_size,
-    iter_rows,
     list_all,
     prune,
     prune_plan,
@@ -22,15 +23,14 @@ from ops.backups.cluster import (
     to_daemon_plan,
     verify_file,
 )
-from ops.backups.files import prune_local
 from ops.backups.session import prepare_restore, run_restore
 
 __all__ = [
+    "BackupListing",
+    "DaemonUpload",
     "backup_now",
     "backup_plan",
     "drill_in_pod",
-    "human_size",
-    "iter_rows",
     "list_all",
     "prepare_restore",
     "prune",

@@ -38,7 +38,7 @@ _PG = (
     'PGPASSWORD="${POSTGRES_PASSWORD:-$PGPASSWORD}" '
     'exec "$0" -U "${POSTGRES_USER:-${PGUSER:-postgres}}" "$@"'
 )
-_ROW_COUNTS = (
+_ROW_COUNTS_SQL = (
     "SELECT format('%I.%I', table_schema, table_name), "
     "(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', "
     "table_schema, table_name), false, true, '')))[1]::text "
@@ -97,6 +97,13 @@ def restore_command(database: str, fmt: DumpFormat) -> list[str]:
     # restore_backup), so a stream cut short never reaches COMMIT: psql's
     # --single-transaction would commit whatever arrived before the cut at EOF.
     return pg_command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database)
+
+
+def row_counts_command(database: str) -> list[str]:
+    """psql printing ``schema.table<TAB>rows`` for every table, exact (``count(*)``)."""
+    return pg_command(
+        "psql", "-X", "-q", "-A", "-t", "-F", "\t", "-d", database, "-c", _ROW_COUNTS_SQL
+    )
 
 
 def full_read_command() -> list[str]:

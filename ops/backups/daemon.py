@@ -16,10 +16,10 @@ from ops.backups.files import (
     HashingWriter,
     ListedBackup,
     ProgressFactory,
-    _no_progress,
-    _publish,
     create_private,
+    no_progress,
     private_dir,
+    publish,
     sha256_of,
     sidecar_of,
 )
@@ -104,7 +104,7 @@ def send_to_daemon(
     *,
     name: str | None = None,
     created: datetime | None = None,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
     directory: str = DAEMON_DIR,
 ) -> str:
     """Stream a local backup into the daemon's ``/backups`` and check its sha256 in the pod.
@@ -212,7 +212,7 @@ def fetch_from_daemon(
     *,
     backups_dir: Path,
     source: Source,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
     directory: str = DAEMON_DIR,
 ) -> Path:
     """Copy a daemon backup into ``backups_dir`` (checked in the pod, then again here)."""
@@ -256,7 +256,7 @@ def fetch_from_daemon(
             source_pod=f"{runner.where} {directory}/{name}",
             created=created.isoformat(timespec="seconds"),
         )
-        final = _publish(part, backups_dir, name)
+        final = publish(part, backups_dir, name)
         info = BackupInfo(**{**asdict(info), "file": final.name})
         info.write(sidecar_of(final))
         return final

@@ -15,11 +15,11 @@ from ops.backups.files import (
     BackupInfo,
     HashingWriter,
     ProgressFactory,
-    _no_progress,
-    _open_exclusive,
-    _publish,
     backup_name,
+    no_progress,
+    open_exclusive,
     private_dir,
+    publish,
     sidecar_of,
 )
 from ops.errors import BackupError, CorruptBackup, DumpFailed, ExecFailed
@@ -47,8 +47,8 @@ def take_backup(
     backups_dir: Path,
     fmt: DumpFormat = "custom",
     compression: int = 0,
-    progress: ProgressFactory = _no_progress,
-    opener: Callable[[Path], IO[bytes]] = _open_exclusive,
+    progress: ProgressFactory = no_progress,
+    opener: Callable[[Path], IO[bytes]] = open_exclusive,
     now: datetime | None = None,
 ) -> tuple[Path, BackupInfo]:
     """pg_dump into ``backups_dir/<db>-<context>-<time>.<ext>`` via a ``.part`` file.
@@ -92,7 +92,7 @@ def take_backup(
             source_pod=source.pod,
             created=when.isoformat(timespec="seconds"),
         )
-        final = _publish(part, backups_dir, name)
+        final = publish(part, backups_dir, name)
         if final.name != name:
             info = BackupInfo(**{**asdict(info), "file": final.name})
         info.write(sidecar_of(final))

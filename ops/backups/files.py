@@ -28,12 +28,14 @@ from ops.pgformat import (
 
 ProgressFactory = Callable[[str, int | None], AbstractContextManager[Progress]]
 Where = Literal["local", "daemon"]
+# A runner for the full read, or a function giving one (called only when a read is due).
+FullReader = CommandRunner | Callable[[], CommandRunner | None] | None
 
 SIDECAR_SUFFIX = ".json"
 EXTENSIONS: Mapping[DumpFormat, str] = {"custom": ".dump", "plain": ".sql"}
 
 
-def _no_progress(_description: str, _total: int | None) -> AbstractContextManager[Progress]:
+def no_progress(_description: str, _total: int | None) -> AbstractContextManager[Progress]:
     return contextlib.nullcontext(lambda _n: None)
 
 
@@ -75,7 +77,8 @@ class BackupInfo:
 
 @dataclass(frozen=True, kw_only=True)
 class Verification:
-    """The outcome of ``verify_backup``: every check that ran, in order."""
+    """The outcome of ``verify_backup``: every check that ran, in order, and the file's
+    header, so nothing after the check reads the file's format again."""
 
     path: Path
     header: DumpHeader
@@ -185,11 +188,11 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def _open_exclusive(path: Path) -> IO[bytes]:
+def open_exclusive(path: Path) -> IO[bytes]:
     return create_private(path)
 
 
-def _publish(part: Path, directory: Path, name: str) -> Path:
+def publish(part: Path, directory: Path, name: str) -> Path:
     """Give ``part`` its final name without ever replacing a file (a hard link is atomic
     and fails if the name exists); on a clash, the next free ``-2``, ``-3`` ... name."""
     stem, dot, ext = name.partition(".")
@@ -243,14 +246,15 @@ def _local_backup_files(backups_dir: Path) -> list[Path]:
 def verify_backup(
     path: Path,
     *,
-    full_reader: CommandRunner | None,
-    progress: ProgressFactory = _no_progress,
+    full_reader: FullReader,
+    progress: ProgressFactory = no_progress,
     require_sidecar: bool = True,
 ) -> Verification:
     """Check a local backup: sidecar sha256 and size, format, and a full read.
 
     ``full_reader`` runs ``pg_restore`` for the full read of a custom dump (None: skip it,
-    and say so in the checks). Raises CorruptBackup on the first failed check.
+    and say so in the checks); a function is called for the runner only for a custom dump.
+    Raises CorruptBackup on the first failed check.
     """
     if not path.is_file():
         raise CorruptBackup(f"{path} does not exist", hint="`inv backup.list` shows the backups.")
@@ -288,21 +292,35 @@ def verify_backup(
         if not plain_is_complete(path):
             raise CorruptBackup(f"{path} is cut short: no 'dump complete' trailer")
         checks.append("plain dump ends with pg_dump's trailer")
-    elif full_reader is not None:
-        with path.open("rb") as f, progress(f"full read {path.name}", size) as advance:
-            result = full_reader.run(
-                full_read_command(), stdin=f, stdin_size=size, check=False, progress=advance
-            )
-        if result.returncode != 0:
-            raise CorruptBackup(
-                f"{path} does not read to the end: {result.stderr or 'pg_restore failed'}"
-            )
-        checks.append(f"full read by pg_restore ({full_reader.where})")
-    elif info is not None:
-        checks.append("full read skipped (the sha256 is that of pg_dump's complete output)")
     else:
-        checks.append("full read skipped (no pg_restore to read it with)")
-    return Verification(path=path, header=header, checks=tuple(checks), info=info, stat=stat)
+        checks.append(_full_read(path, size, full_reader, info is not None, progress))
+    return Verification(
+        path=path,
+        header=header,
+        checks=tuple(checks),
+        info=info,
+        stat=stat,
+    )
+
+
+def _full_read(
+    path: Path, size: int, full_reader: FullReader, has_sidecar: bool, progress: ProgressFactory
+) -> str:
+    """pg_restore reads a custom dump to its end (or says why it did not)."""
+    reader = full_reader() if callable(full_reader) else full_reader
+    if reader is None:
+        if has_sidecar:
+            return "full read skipped (the sha256 is that of pg_dump's complete output)"
+        return "full read skipped (no pg_restore to read it with)"
+    with path.open("rb") as f, progress(f"full read {path.name}", size) as advance:
+        result = reader.run(
+            full_read_command(), stdin=f, stdin_size=size, check=False, progress=advance
+        )
+    if result.returncode != 0:
+        raise CorruptBackup(
+            f"{path} does not read to the end: {result.stderr or 'pg_restore failed'}"
+        )
+    return f"full read by pg_restore ({reader.where})"
 
 
 # --- listing ---------------------------------------------------------------------------

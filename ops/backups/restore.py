@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ops.backups.commands import _ROW_COUNTS, WIPE_DATABASE, pg_command, restore_command
+from ops.backups.commands import WIPE_DATABASE, pg_command, restore_command, row_counts_command
 from ops.backups.dump import Source, take_backup
-from ops.backups.files import ProgressFactory, Verification, _no_progress, verify_backup
+from ops.backups.files import ProgressFactory, Verification, no_progress, verify_backup
 from ops.errors import (
     ExecFailed,
     RestoreFailed,
@@ -37,9 +37,7 @@ class RestoreReport:
 
 def row_counts(runner: CommandRunner, database: str) -> dict[str, int]:
     """Exact row counts of every table (``count(*)``), for drills and restore reports."""
-    result = runner.run(
-        pg_command("psql", "-X", "-q", "-A", "-t", "-F", "\t", "-d", database, "-c", _ROW_COUNTS)
-    )
+    result = runner.run(row_counts_command(database))
     counts: dict[str, int] = {}
     for line in result.stdout.decode("utf-8", errors="replace").splitlines():
         if "\t" in line:
@@ -48,12 +46,18 @@ def row_counts(runner: CommandRunner, database: str) -> dict[str, int]:
     return counts
 
 
-def drill(
-    path: Path, source: Source, *, progress: ProgressFactory = _no_progress
-) -> tuple[dict[str, int], dict[str, int]]:
+@dataclass(frozen=True, kw_only=True)
+class DrillReport:
+    """Rows per table, restored into the scratch database and in the live one."""
+
+    restored: dict[str, int]
+    live: dict[str, int]
+
+
+def drill(path: Path, source: Source, *, progress: ProgressFactory = no_progress) -> DrillReport:
     """Restore into a scratch database next to the live one, count rows in both, drop it.
 
-    Returns (restored counts, live counts). The scratch database is dropped whatever happens.
+    The scratch database is dropped whatever happens.
     """
     header = read_file_header(path)
     scratch = f"{source.database}_drill_{secrets.token_hex(4)}"
@@ -64,7 +68,7 @@ def drill(
         restored = row_counts(runner, scratch)
     finally:
         runner.run(pg_command("dropdb", "--if-exists", scratch), check=False)
-    return restored, row_counts(runner, source.database)
+    return DrillReport(restored=restored, live=row_counts(runner, source.database))
 
 
 # --- restore ---------------------------------------------------------------------------
@@ -182,7 +186,7 @@ def restore_backup(
     safety_backup: bool = True,
     compression: int = 0,
     require_sidecar: bool = True,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
     verified: Verification | None = None,
 ) -> RestoreReport:
     """Verify ``path``, take a safety backup, then restore it in one transaction.

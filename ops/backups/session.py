@@ -8,21 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from ops.backups.cluster import _restore_source, daemon_runner, human_size, memory_limits
 from ops.backups.daemon import DAEMON_DIR, fetch_from_daemon, list_daemon
 from ops.backups.dump import Source
 from ops.backups.files import (
     ProgressFactory,
     Verification,
-    _no_progress,
+    no_progress,
     prune_local,
     sidecar_of,
     verify_backup,
 )
+from ops.backups.pods import daemon_runner, memory_limits, restore_source
 from ops.backups.restore import RestoreReport, cross_database_check, restore_backup
 from ops.config import Settings
+from ops.console import human_size
 from ops.errors import CorruptBackup, ServerKilled
-from ops.pgformat import read_file_header
 
 _T = TypeVar("_T")
 
@@ -77,7 +77,7 @@ def prepare_restore(
     safety_backup: bool = True,
     dry_run: bool = False,
     from_database: str | None = None,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
 ) -> RestoreSession:
     """Check everything a restore needs (file first, then the pod) and build its plan.
 
@@ -91,7 +91,7 @@ def prepare_restore(
     # runs while the file is hashed: hashlib releases the GIL, so on two cores the two
     # overlap. A bad file is still reported first, and nothing touches the database before
     # both are done.
-    pod_lookup = _InBackground(lambda: _restore_source(settings))
+    pod_lookup = _InBackground(lambda: restore_source(settings))
     if file is not None:
         verification = _verify_for_restore(
             file, require_sidecar, progress, pod=lambda: pod_lookup.result()
@@ -163,16 +163,16 @@ def _verify_for_restore(
     # With a sidecar, its sha256 proves the file is what pg_dump wrote after exiting 0;
     # without one, a full read (in the pod: the restoring pg_restore's own version) must.
     has_sidecar = sidecar_of(path).is_file()
-    reader = None
-    if not has_sidecar and path.is_file() and read_file_header(path).format == "custom":
-        reader = pod().runner
     return verify_backup(
-        path, full_reader=reader, progress=progress, require_sidecar=require_sidecar
+        path,
+        full_reader=None if has_sidecar else lambda: pod().runner,
+        progress=progress,
+        require_sidecar=require_sidecar,
     )
 
 
 def run_restore(
-    session: RestoreSession, *, progress: ProgressFactory = _no_progress
+    session: RestoreSession, *, progress: ProgressFactory = no_progress
 ) -> RestoreReport:
     assert session.source is not None
     settings = session.settings

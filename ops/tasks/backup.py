@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from invoke.exceptions import Exit
 
 from ops import backups, console
+from ops.backups.files import ListedBackup
 from ops.errors import BackupError
 from ops.tasks.common import Collection, Settings, confirm, ops_task, settings_for
 
@@ -76,7 +78,7 @@ def now(
         console.plan("Dry run: backup.now would", plan)
         return
     path, info = backups.backup_now(settings, progress=console.byte_progress)
-    console.success(f"{path} ({backups.human_size(info.size)}, sha256 {info.sha256[:12]}…)")
+    console.success(f"{path} ({console.human_size(info.size)}, sha256 {info.sha256[:12]}…)")
     removed = backups.prune_local(settings.backups_dir, settings.backup_keep, protect=[path])
     for old in removed:
         console.info(f"  removed old backup {old.name} (keeping {settings.backup_keep})")
@@ -116,7 +118,8 @@ def verify(
     for check in result.checks:
         console.success(check)
     if drill:
-        restored, live = backups.drill_in_pod(settings, Path(file), progress=console.byte_progress)
+        drilled = backups.drill_in_pod(settings, Path(file), progress=console.byte_progress)
+        restored, live = drilled.restored, drilled.live
         rows = [
             [t, str(restored.get(t, "-")), str(live.get(t, "-")), _same(restored, live, t)]
             for t in sorted(set(restored) | set(live))
@@ -164,12 +167,12 @@ def to_daemon(
             "Dry run: backup.to-daemon would", backups.to_daemon_plan(settings, path, target_name)
         )
         return
-    where, digest, pruned = backups.to_daemon(
-        settings, path, name=target_name, progress=console.byte_progress
+    sent = backups.to_daemon(settings, path, name=target_name, progress=console.byte_progress)
+    console.success(
+        f"{target_name} is in {sent.where}:/backups, sha256 {sent.sha256[:12]}… checked there"
     )
-    console.success(f"{target_name} is in {where}:/backups, sha256 {digest[:12]}… checked there")
-    if pruned:
-        console.info(f"  daemon retention: {pruned}")
+    if sent.pruned:
+        console.info(f"  daemon retention: {sent.pruned}")
 
 
 @ops_task(
@@ -198,7 +201,7 @@ def prune(
     console.plan(
         f"backup.prune would delete from {plan.where}:/backups",
         [
-            (b.name, f"{backups.human_size(b.size)}, dumped {b.modified:%Y-%m-%d %H:%M} UTC")
+            (b.name, f"{console.human_size(b.size)}, dumped {b.modified:%Y-%m-%d %H:%M} UTC")
             for b in plan.backups
         ]
         + [("and", "each one's .sha256 sidecar; local backups are not touched")],
@@ -234,11 +237,25 @@ def list_(
 ) -> None:
     """List local and daemon backups: name, where, age, size, format, verified."""
     settings = _settings(context, namespace, pod, database, backups_dir)
-    listed, problem = backups.list_all(settings, check=check, daemon=not local_only)
-    rows = list(backups.iter_rows(listed, datetime.now(UTC)))
+    listing = backups.list_all(settings, check=check, daemon=not local_only)
+    rows = list(_rows(listing.backups, datetime.now(UTC)))
     console.table("Backups", ["name", "where", "age", "size", "format", "verified"], rows)
-    if problem:
-        console.warn(problem)
+    if listing.daemon_problem:
+        console.warn(listing.daemon_problem)
+
+
+def _rows(listed: Sequence[ListedBackup], now: datetime) -> Iterator[list[str]]:
+    for b in sorted(listed, key=lambda b: b.modified, reverse=True):
+        size = console.human_size(b.size)
+        yield [b.name, b.where, _age(now - b.modified), size, b.format, b.verified]
+
+
+def _age(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length:
+            return f"{seconds // length}{unit} ago"
+    return f"{seconds}s ago"
 
 
 @ops_task(

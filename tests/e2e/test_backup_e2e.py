@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from ops import backups
-from ops.backups.cluster import daemon_runner
 from ops.backups.commands import pg_command
 from ops.backups.daemon import list_daemon
+from ops.backups.pods import daemon_runner
 from ops.config import load_settings
 from ops.errors import BackupError, DumpFailed, NotFound, RestoreFailed
 from ops.execstream import PodExec
@@ -236,7 +236,8 @@ def test_backup_change_restore_gives_the_rows_back_exactly(lab):
     assert info.database == "studentdb" and info.server_version.startswith("15")
     verification = backups.verify_file(settings, path, reader="pod")
     assert any("full read" in c for c in verification.checks)
-    restored, live = backups.drill_in_pod(settings, path)
+    drilled = backups.drill_in_pod(settings, path)
+    restored, live = drilled.restored, drilled.live
     assert restored == live == {"public.student": 5000}
 
     psql(runner, "DELETE FROM student WHERE id % 2 = 0; UPDATE student SET name = 'changed'")
@@ -346,14 +347,16 @@ def test_to_daemon_checks_sha256_in_the_pod_and_never_overwrites(lab):
     settings, runner = lab
     path, info = backups.backup_now(settings)
     _wait_for_daemon(settings)
-    where, digest, _pruned = backups.to_daemon(settings, path, name=path.name)
+    sent = backups.to_daemon(settings, path, name=path.name)
+    where, digest = sent.where, sent.sha256
     assert digest == info.sha256 and "postgres-backup" in where
     daemon = daemon_runner(settings)
     check = daemon.run(["sh", "-c", 'cd /backups && sha256sum -c "$0.sha256"', path.name])
     assert b"OK" in check.stdout
     with pytest.raises(BackupError, match="already exists"):
         backups.to_daemon(settings, path, name=path.name)
-    listed, problem = backups.list_all(settings, check=True)
+    listing = backups.list_all(settings, check=True)
+    listed, problem = listing.backups, listing.daemon_problem
     assert not problem
     ours = [b for b in listed if b.where == "daemon" and b.name == path.name]
     assert ours and ours[0].verified == "sha256 ok" and ours[0].size == info.size

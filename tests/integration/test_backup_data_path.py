@@ -148,7 +148,8 @@ def test_restore_brings_changed_rows_back_and_keeps_a_safety_backup(
 
 def test_drill_restores_into_a_scratch_database_and_drops_it(postgres_server, source, tmp_path):
     path, _ = take_backup(source, backups_dir=tmp_path)
-    restored, live = drill(path, source)
+    drilled = drill(path, source)
+    restored, live = drilled.restored, drilled.live
     assert restored == live == {"public.blobs": 2000, "public.student": 20000}
     assert "_drill_" not in postgres_server.psql("SELECT string_agg(datname, ',') FROM pg_database")
 
@@ -765,7 +766,7 @@ def test_backups_sidecars_and_parts_are_private_and_so_is_a_new_folder(
     os.umask(0o022)  # the usual umask: what it lets through is what others would get
     folder = tmp_path / "new" / "backups"
     modes: dict[str, int] = {}
-    real_opener = dump_module._open_exclusive
+    real_opener = dump_module.open_exclusive
 
     def spy(path: Path):  # the .part as it is opened, before anything is in it
         f = real_opener(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ops.backups.commands import WIPE_DATABASE, dump_command, pg_command, restore_command
-from ops.backups.files import BackupInfo, _publish, backup_name, prune_local, sidecar_of
+from ops.backups.files import BackupInfo, backup_name, prune_local, publish, sidecar_of
 from ops.errors import CorruptBackup
 from ops.pgformat import read_header
 
@@ -114,7 +114,7 @@ def test_publish_never_replaces_an_existing_backup(tmp_path: Path):
     (tmp_path / "db-ctx-1.dump").write_bytes(b"first")
     part = tmp_path / "x.part"
     part.write_bytes(b"second")
-    final = _publish(part, tmp_path, "db-ctx-1.dump")
+    final = publish(part, tmp_path, "db-ctx-1.dump")
     assert final.name == "db-ctx-1-2.dump" and final.read_bytes() == b"second"
     assert (tmp_path / "db-ctx-1.dump").read_bytes() == b"first"
     assert not part.exists()

@@ -1,0 +1,175 @@
+"""What the backup tasks do, given the settings: back up now, verify, drill, ship to the
+daemon, list. Each finds its pods (``ops.backups.pods``) and calls the data path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ops.backups.daemon import (
+    DAEMON_DIR,
+    DeletePlan,
+    delete_from_daemon,
+    list_daemon,
+    plan_delete,
+    prune_daemon,
+    send_to_daemon,
+)
+from ops.backups.dump import take_backup
+from ops.backups.files import (
+    BackupInfo,
+    ListedBackup,
+    ProgressFactory,
+    Verification,
+    backup_name,
+    list_local,
+    no_progress,
+    sha256_of,
+    sidecar_of,
+    verify_backup,
+)
+from ops.backups.pods import daemon_runner, full_reader_for, pod_source
+from ops.backups.restore import DrillReport, drill
+from ops.config import Settings
+from ops.console import human_size
+from ops.errors import CorruptBackup, OpsError
+from ops.execstream import CommandRunner
+from ops.pgformat import DumpFormat
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonUpload:
+    """A backup put into the daemon's volume: where, its sha256 as the pod computed it,
+    and what the daemon's retention said afterwards."""
+
+    where: str
+    sha256: str
+    pruned: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupListing:
+    """Local and daemon backups; ``daemon_problem`` says why the daemon's are missing."""
+
+    backups: list[ListedBackup]
+    daemon_problem: str = ""
+
+
+def backup_plan(settings: Settings) -> list[tuple[str, str]]:
+    from ops.kube import resolve_target
+
+    target = resolve_target(settings)
+    fmt: DumpFormat = settings.backup_format
+    name = backup_name(settings.database, target.context, fmt, datetime.now(UTC))
+    return [
+        ("context", target.context),
+        ("namespace", target.namespace),
+        ("pod", settings.postgres_pod),
+        ("database", settings.database),
+        (
+            "format",
+            fmt + (f", compression {settings.backup_compression}" if fmt == "custom" else ""),
+        ),
+        ("file", str(settings.backups_dir / name)),
+        ("keep", f"newest {settings.backup_keep} local backups"),
+    ]
+
+
+def backup_now(
+    settings: Settings, *, progress: ProgressFactory = no_progress
+) -> tuple[Path, BackupInfo]:
+    return take_backup(
+        pod_source(settings),
+        backups_dir=settings.backups_dir,
+        fmt=settings.backup_format,
+        compression=settings.backup_compression,
+        progress=progress,
+    )
+
+
+def verify_file(
+    settings: Settings,
+    path: Path,
+    *,
+    reader: str = "auto",
+    require_sidecar: bool = True,
+    progress: ProgressFactory = no_progress,
+) -> Verification:
+    return verify_backup(
+        path,
+        full_reader=lambda: full_reader_for(settings, reader),
+        progress=progress,
+        require_sidecar=require_sidecar,
+    )
+
+
+def drill_in_pod(
+    settings: Settings, path: Path, *, progress: ProgressFactory = no_progress
+) -> DrillReport:
+    return drill(path, pod_source(settings), progress=progress)
+
+
+def to_daemon_plan(settings: Settings, path: Path, name: str) -> list[tuple[str, str]]:
+    from ops.kube import resolve_target
+
+    if not path.is_file():
+        raise CorruptBackup(f"{path} does not exist")
+    target = resolve_target(settings)
+    return [
+        ("context", target.context),
+        ("namespace", target.namespace),
+        ("daemon", f"Deployment {settings.backup_daemon}, {DAEMON_DIR}/{name}"),
+        ("file", f"{path} ({human_size(path.stat().st_size)})"),
+        ("then", "check sha256 in the pod; sh /scripts/backup.sh prune"),
+    ]
+
+
+def to_daemon(
+    settings: Settings, path: Path, *, name: str, progress: ProgressFactory = no_progress
+) -> DaemonUpload:
+    """Verify locally, upload, check in the pod, prune there."""
+    checked = verify_backup(path, full_reader=None, progress=progress, require_sidecar=False)
+    created = (
+        datetime.fromisoformat(checked.info.created)
+        if checked.info is not None
+        else datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    )
+    runner = daemon_runner(settings)
+    digest = send_to_daemon(path, runner, name=name, created=created, progress=progress)
+    return DaemonUpload(where=runner.where, sha256=digest, pruned=prune_daemon(runner))
+
+
+def prune_plan(settings: Settings, names: Sequence[str]) -> tuple[DeletePlan, CommandRunner]:
+    """What ``inv backup.prune`` would delete from the daemon's volume (checked to exist)."""
+    runner = daemon_runner(settings)
+    return plan_delete(runner, names), runner
+
+
+def prune(plan: DeletePlan, runner: CommandRunner) -> list[str]:
+    return delete_from_daemon(runner, plan)
+
+
+def list_all(settings: Settings, *, check: bool = False, daemon: bool = True) -> BackupListing:
+    """Local and daemon backups (``check``: re-hashed, not trusted by size)."""
+    listed = list_local(settings.backups_dir)
+    if check:
+        listed = [_rehash(settings.backups_dir, b) for b in listed]
+    problem = ""
+    if daemon:
+        try:
+            listed += list_daemon(daemon_runner(settings), check=check)
+        except OpsError as exc:
+            problem = f"daemon backups not listed: {exc.message}"
+    return BackupListing(backups=listed, daemon_problem=problem)
+
+
+def _rehash(backups_dir: Path, listed: ListedBackup) -> ListedBackup:
+    path = backups_dir / listed.name
+    try:
+        info = BackupInfo.read(sidecar_of(path))
+    except (FileNotFoundError, CorruptBackup):
+        return listed
+    ok = info.size == listed.size and sha256_of(path) == info.sha256
+    return ListedBackup(**{**asdict(listed), "verified": "sha256 ok" if ok else "SHA256 MISMATCH"})
