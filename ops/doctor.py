@@ -140,7 +140,7 @@ def _cluster(settings: Settings) -> list[Check]:
             name="namespace",
             outcome="fail",
             detail=namespace.detail,
-            hint="Pass --namespace NAME, or deploy the app first (kubectl apply -k k8s/...).",
+            hint="Run `inv deploy` to create it and deploy the app, or pass --namespace NAME.",
         )
     checks.append(namespace)
     if not namespace.ok:

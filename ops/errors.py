@@ -111,7 +111,7 @@ class ContextError(ClusterError):
 class NotFound(ClusterError):
     """A Kubernetes object does not exist."""
 
-    default_hint = "Check --namespace and the object's name (`inv doctor` lists what it finds)."
+    default_hint = "Run `inv deploy` to create it from k8s/, or check --namespace and its name."
 
 
 class RolloutFailed(ClusterError):

@@ -38,6 +38,7 @@ TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 ENGINE_TIMEOUT = 600  # seconds a single engine call may stay silent (a long RUN step)
+ENGINE_CONNECT_TIMEOUT = 10  # seconds to connect, check the API version and ping
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,23 +241,38 @@ def plan_push(settings: Settings, *, extra_tags: Sequence[str] = ()) -> Plan[tup
 
 @contextmanager
 def engine() -> Iterator[DockerClient]:
-    """A client of the Docker engine at ``engine_address()``, closed after use."""
+    """A client of the Docker engine at ``engine_address()``, closed after use.
+
+    The one error boundary of the docker SDK and requests: whatever they raise inside the
+    ``with`` block and was not turned into a more precise error (BuildError, PushError)
+    becomes EngineUnavailable here. Connecting, the API version check and the ping may
+    take ENGINE_CONNECT_TIMEOUT (an engine that accepts and never answers is one line in
+    seconds); the work itself (a long RUN step, a push) gets ENGINE_TIMEOUT.
+    """
     import docker
+    import requests
     from docker.errors import DockerException
+    from urllib3.exceptions import HTTPError
 
     address = engine_address()
     try:
         if os.environ.get("DOCKER_HOST"):
-            client = docker.from_env(timeout=ENGINE_TIMEOUT)  # also honours DOCKER_TLS_VERIFY
+            # also honours DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
+            client = docker.from_env(timeout=ENGINE_CONNECT_TIMEOUT)
         else:
-            client = docker.DockerClient(base_url=address, timeout=ENGINE_TIMEOUT)
+            client = docker.DockerClient(base_url=address, timeout=ENGINE_CONNECT_TIMEOUT)
         client.ping()
-    except DockerException as exc:
+    except (DockerException, requests.RequestException, HTTPError, OSError) as exc:
         raise EngineUnavailable(
             f"the Docker engine is not reachable at {address} ({_engine_reason(exc)})"
         ) from exc
+    client.api.timeout = ENGINE_TIMEOUT
     try:
         yield client
+    except (DockerException, requests.RequestException, HTTPError) as exc:
+        raise EngineUnavailable(
+            f"lost the Docker engine at {address} ({_engine_reason(exc)})"
+        ) from exc
     finally:
         client.close()
 
@@ -353,9 +369,26 @@ class BuildLog:
         exited = re.fullmatch(r"The command .* returned a non-zero code: (\d+)", text)
         if exited:
             text = f"exit code {exited[1]}"
-        error = BuildError(f"{where} failed: {text}")
+        error = BuildError(f"{where} failed: {text}", hint=self.hint(text))
         error.context["output"] = list(self.step_output)
         return error
+
+    def hint(self, message: str) -> str | None:
+        """What a first-time user most likely needs, read from the failing step and its output."""
+        seen = " ".join([message, *self.step_output[-200:]])
+        if re.search(
+            r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|x509: certificate", seen
+        ):
+            return (
+                "Behind a TLS-intercepting proxy? Put its CA bundle at app/extra-ca.crt "
+                "(in the build context) and build again; see the README."
+            )
+        if self.step and self.step.instruction.upper().startswith("FROM"):
+            return (
+                "The base image cannot be pulled here: set MANIFEST_BASE_IMAGE (or "
+                "--base-image) to one you can pull, e.g. a copy in your own registry."
+            )
+        return None
 
 
 def build(
@@ -596,7 +629,7 @@ def _engine_reason(exc: Exception) -> str:
         (r"No such file or directory|FileNotFoundError", "no engine listens there"),
         (r"Connection refused", "connection refused"),
         (r"Permission denied", "permission denied: add your user to the docker group"),
-        (r"timed out", "timed out"),
+        (r"timed out|Read timeout|ReadTimeout", "timed out"),
     ):
         if re.search(pattern, text):
             return short

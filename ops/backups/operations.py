@@ -55,6 +55,7 @@ class BackupListing:
 
     backups: list[ListedBackup]
     daemon_problem: str = ""
+    daemon_error: OpsError | None = None  # the error behind daemon_problem
 
 
 def backup_plan(settings: Settings) -> list[tuple[str, str]]:
@@ -157,12 +158,13 @@ def list_all(settings: Settings, *, check: bool = False, daemon: bool = True) ->
     if check:
         listed = [_rehash(settings.backups_dir, b) for b in listed]
     problem = ""
+    error = None
     if daemon:
         try:
             listed += list_daemon(daemon_runner(settings), check=check)
         except OpsError as exc:
-            problem = f"daemon backups not listed: {exc.message}"
-    return BackupListing(backups=listed, daemon_problem=problem)
+            problem, error = f"daemon backups not listed: {exc.message}", exc
+    return BackupListing(backups=listed, daemon_problem=problem, daemon_error=error)
 
 
 def _rehash(backups_dir: Path, listed: ListedBackup) -> ListedBackup:

@@ -11,7 +11,7 @@ from invoke.exceptions import Exit
 
 from ops import backups, console
 from ops.backups.files import ListedBackup
-from ops.errors import BackupError
+from ops.errors import ConfigError
 from ops.tasks.common import Collection, Settings, confirm, ops_task, settings_for
 
 _WHERE = {
@@ -240,8 +240,10 @@ def list_(
     listing = backups.list_all(settings, check=check, daemon=not local_only)
     rows = list(_rows(listing.backups, datetime.now(UTC)))
     console.table("Backups", ["name", "where", "age", "size", "format", "verified"], rows)
-    if listing.daemon_problem:
-        console.warn(listing.daemon_problem)
+    if listing.daemon_error is not None:  # a partial answer is a failure: say what is missing
+        error = listing.daemon_error
+        error.message = listing.daemon_problem
+        raise error
 
 
 def _rows(listed: Sequence[ListedBackup], now: datetime) -> Iterator[list[str]]:
@@ -289,7 +291,7 @@ def restore(
 ) -> None:
     """Restore a backup into the database in one transaction (asks first; safety backup)."""
     if bool(file) == bool(from_daemon):
-        raise BackupError(
+        raise ConfigError(
             "name exactly one backup: --file FILE or --from-daemon NAME",
             hint="`inv backup.list` shows what there is.",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -76,7 +77,7 @@ def ops_task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]: ...
 def ops_task(*args: Any, **kwargs: Any) -> Any:
     """Like ``invoke.task``, but an error becomes one red line and a non-zero exit.
 
-    Only with ``inv --debug`` does the traceback show.
+    ``inv --debug`` prints the traceback first; the exit code is the same with or without.
     """
 
     def decorate(fn: Callable[..., Any]) -> Task[Any]:
@@ -86,7 +87,7 @@ def ops_task(*args: Any, **kwargs: Any) -> Any:
                 return fn(*a, **kw)
             except OpsError as error:
                 if debug_enabled():
-                    raise
+                    traceback.print_exc()
                 console.failure(error)
                 raise Exit(code=error.exit_code) from None
             except KeyboardInterrupt:
@@ -96,7 +97,7 @@ def ops_task(*args: Any, **kwargs: Any) -> Any:
                 raise
             except Exception as exc:
                 if debug_enabled():
-                    raise
+                    traceback.print_exc()
                 console.error_line(
                     f"unexpected {type(exc).__name__}: {exc}",
                     hint="Run again as `inv --debug ...` for the traceback, and report it.",

@@ -70,7 +70,7 @@ def test_verify_of_a_good_file_lists_its_checks(tmp_path):
 
 
 def test_restore_needs_exactly_one_source(tmp_path):
-    one_error_line(inv("backup.restore", "--yes"), 1, "--file FILE or --from-daemon NAME")
+    one_error_line(inv("backup.restore", "--yes"), 2, "--file FILE or --from-daemon NAME")
 
 
 def test_restore_rejects_a_bad_file_before_asking_the_cluster(tmp_path):

@@ -251,3 +251,56 @@ def test_a_version_tag_is_never_moved_to_another_image() -> None:
     # Unknown digest (no earlier tag in this push): an existing tag is never reused.
     assert free_version_tag("v1-20261130-1142", registry.get, None) == "v1-20261130-1142-3"
     assert VERSION_TAG.match("v1-20261130-1142-3") and not VERSION_TAG.match("latest")
+
+
+# --- first-contact hints, from recorded classic-builder streams ------------------------
+
+PROXY_BUILD = [
+    {"stream": "Step 5/12 : RUN pip install --no-cache-dir /src\n"},
+    {"stream": " ---> Running in 0a1b2c3d4e5f\n"},
+    {
+        "stream": "WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, "
+        "status=None)) after connection broken by 'SSLError(SSLCertVerificationError(1, "
+        "'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed "
+        "certificate in certificate chain (_ssl.c:1006)'))': /simple/fastapi/\n"
+    },
+    {
+        "errorDetail": {"code": 1, "message": "The command '/bin/sh -c pip install' "
+                        "returned a non-zero code: 1"},
+        "error": "The command '/bin/sh -c pip install' returned a non-zero code: 1",
+    },
+]  # fmt: skip
+PULL_FAILED = [
+    {"stream": "Step 1/12 : ARG BASE_IMAGE=python:3.11-slim\n"},
+    {"stream": "Step 2/12 : FROM ${BASE_IMAGE} AS build\n"},
+    {
+        "errorDetail": {"message": "Get \"https://registry-1.docker.io/v2/\": dial tcp: "
+                        "lookup registry-1.docker.io: no such host"},
+        "error": "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup "
+        "registry-1.docker.io: no such host",
+    },
+]  # fmt: skip
+
+
+def _failure(chunks: list[dict[str, object]]) -> BuildError:
+    log = BuildLog()
+    with pytest.raises(BuildError) as caught:
+        for chunk in chunks:
+            log.feed(chunk)
+    return caught.value
+
+
+def test_a_proxy_ca_failure_hints_extra_ca_crt() -> None:
+    """Seen: pip's CERTIFICATE_VERIFY_FAILED hinted "Fix the failing step in the Dockerfile"."""
+    error = _failure(PROXY_BUILD)
+    assert "step 5/12" in error.message and "app/extra-ca.crt" in error.hint
+
+
+def test_a_base_image_that_cannot_be_pulled_hints_manifest_base_image() -> None:
+    error = _failure(PULL_FAILED)
+    assert "step 2/12" in error.message and "MANIFEST_BASE_IMAGE" in error.hint
+
+
+def test_any_other_failing_step_keeps_the_default_hint() -> None:
+    error = _failure([{"stream": "Step 3/3 : RUN false\n"}, {"error": "exit 1"}])
+    assert error.hint == BuildError.default_hint
