@@ -162,7 +162,7 @@ class _Handoff:
 
     It hands over whole chunks (256 KiB from the exec layer, 64 KiB from age), so the two
     threads meet once per chunk, not once per 8 KiB read of pyrage's pump as through an OS
-    pipe (measured: 370 against 550 MB/s per CPU second). ``put`` and ``get`` give up
+    pipe (``bench/backup_bench.py`` measures both). ``put`` and ``get`` give up
     when the other side has stopped, so neither side can hang on a dead one.
     """
 

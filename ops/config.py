@@ -12,7 +12,7 @@ import os
 import re
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -81,7 +81,7 @@ class Settings:
     backup_format: BackupFormat = _setting("custom", "Dump format: custom or plain")
     backup_compression: int = _setting(
         0,
-        "pg_dump -Fc compression level 0-9 (0: fastest; zlib is CPU-bound at ~30 MB/s)",
+        "pg_dump -Fc compression level 0-9 (0: fastest; zlib is CPU-bound, see README)",
     )
     backup_recipients: tuple[str, ...] = _setting(
         (),
@@ -122,6 +122,11 @@ def env_var(name: str) -> str:
 
 def setting_names() -> list[str]:
     return [f.name for f in fields(Settings) if f.name != "sources"]
+
+
+def is_secret(name: str) -> bool:
+    """Whether the setting holds a secret: its value is masked wherever it is shown."""
+    return any(f.name == name and bool(f.metadata.get("secret")) for f in fields(Settings))
 
 
 def load_settings(
@@ -196,11 +201,6 @@ def describe(settings: Settings) -> list[SettingInfo]:
             )
         )
     return rows
-
-
-def default_of(name: str) -> object:
-    f = next(f for f in fields(Settings) if f.name == name)
-    return f.default if f.default is not MISSING else None
 
 
 def _show(value: object) -> str:
@@ -294,8 +294,7 @@ def _invalid(
     expected: str,
     flag_names: Mapping[str, str] | None = None,
 ) -> ConfigError:
-    secret = name == "registry_password"
-    shown = MASK if secret else repr(raw)
+    shown = MASK if is_secret(name) else repr(raw)
     where = {
         "flag": (flag_names or {}).get(name, f"--{name.replace('_', '-')}"),
         "environment": f"environment variable {env_var(name)}",

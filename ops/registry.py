@@ -1,4 +1,4 @@
-"""The image registry over its HTTP API (Docker Registry v2): reachability, login, tags, digests.
+"""The image registry over its HTTP API (Docker Registry v2): reachability, login, digests.
 
 Speaks https, trusting ``registry_ca_file`` when set and the system's CAs otherwise; for a
 registry on localhost it falls back to plain http, as the Docker engine does. Handles both
@@ -83,53 +83,34 @@ def check(registry: Registry) -> RegistryCheck:
         )
 
 
-def require_login(registry: Registry) -> RegistryCheck:
-    """Like ``check``, but a refused or missing login is an error too."""
-    result = check(registry)
-    if result.login == "refused":
-        raise RegistryError(f"registry {registry.host} refused the login of {registry.username!r}")
-    if result.login == "no credentials":
-        raise RegistryError(
-            f"registry {registry.host} needs a login and no credentials are set",
-            hint="Put them in secrets/registry_username.txt and secrets/registry_password.txt, "
-            "or set MANIFEST_REGISTRY_USERNAME / MANIFEST_REGISTRY_PASSWORD.",
-        )
-    return result
-
-
-def list_tags(registry: Registry, repository: str) -> list[str]:
-    """The repository's tags (empty if the repository does not exist)."""
+def api_request(
+    registry: Registry,
+    method: str,
+    path: str,
+    *,
+    scope: str = "",
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
+    """One request to the registry's API (``path`` such as ``/v2/<repo>/tags/list``), on
+    whichever URL it answers, logged in with the registry's credentials."""
     with _Http(registry) as session:
         base = _base_url(registry, session)
-        response = _request(
-            registry,
-            session,
-            "GET",
-            f"{base}/v2/{repository}/tags/list",
-            scope=f"repository:{repository}:pull",
-        )
-        if response.status_code == 404:
-            return []
-        _raise_for(registry, response, f"listing the tags of {repository}")
-        return sorted(response.json().get("tags") or [])
+        return _request(registry, session, method, f"{base}{path}", scope=scope, headers=headers)
 
 
 def manifest_digest(registry: Registry, repository: str, tag: str) -> str | None:
     """The digest of the tag's manifest (``Docker-Content-Digest``), or None if there is no tag."""
-    with _Http(registry) as session:
-        base = _base_url(registry, session)
-        response = _request(
-            registry,
-            session,
-            "HEAD",
-            f"{base}/v2/{repository}/manifests/{tag}",
-            scope=f"repository:{repository}:pull",
-            headers={"Accept": MANIFEST_TYPES},
-        )
-        if response.status_code == 404:
-            return None
-        _raise_for(registry, response, f"reading the manifest of {repository}:{tag}")
-        return response.headers.get("Docker-Content-Digest")
+    response = api_request(
+        registry,
+        "HEAD",
+        f"/v2/{repository}/manifests/{tag}",
+        scope=f"repository:{repository}:pull",
+        headers={"Accept": MANIFEST_TYPES},
+    )
+    if response.status_code == 404:
+        return None
+    raise_for(registry, response, f"reading the manifest of {repository}:{tag}")
+    return response.headers.get("Docker-Content-Digest")
 
 
 class _Http:
@@ -226,7 +207,8 @@ def _request(
         raise RegistryError(f"registry {registry.host}: {_reason(exc)}") from exc
 
 
-def _raise_for(registry: Registry, response: requests.Response, doing: str) -> None:
+def raise_for(registry: Registry, response: requests.Response, doing: str) -> None:
+    """RegistryError for an answer that refused or failed ``doing``."""
     if response.status_code in (401, 403):
         raise RegistryError(
             f"registry {registry.host} refused {doing} (HTTP {response.status_code})"

@@ -382,15 +382,6 @@ def wait(
         )
 
 
-def undo(target: KubeTarget, deployment: str) -> str:
-    """Roll back to the previous ReplicaSet's pod template, as `kubectl rollout undo` does.
-
-    Returns the revision rolled back to.
-    """
-    with _client(target) as client:
-        return _undo(client, target.namespace, deployment)
-
-
 def wait_until(
     fetch: Callable[[], RolloutStatus],
     *,

@@ -58,7 +58,7 @@ class _InBackground(Generic[_T]):
 class RestoreSession:
     """A checked restore, ready to run once the user agreed to its plan."""
 
-    source: Source | None
+    source: Source
     settings: Settings
     path: Path | None
     daemon_name: str | None
@@ -75,7 +75,6 @@ def prepare_restore(
     from_daemon: str | None,
     require_sidecar: bool = True,
     safety_backup: bool = True,
-    dry_run: bool = False,
     from_database: str | None = None,
     progress: ProgressFactory = no_progress,
 ) -> RestoreSession:
@@ -174,7 +173,6 @@ def _verify_for_restore(
 def run_restore(
     session: RestoreSession, *, progress: ProgressFactory = no_progress
 ) -> RestoreReport:
-    assert session.source is not None
     settings = session.settings
     path = session.path
     if session.daemon_name is not None:

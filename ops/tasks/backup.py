@@ -302,7 +302,6 @@ def restore(
         from_daemon=from_daemon,
         require_sidecar=not no_sidecar,
         safety_backup=not no_safety_backup,
-        dry_run=dry_run,
         from_database=from_database,
         progress=console.byte_progress,
     )

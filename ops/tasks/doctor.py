@@ -6,7 +6,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from ops import console
-from ops.tasks.common import Collection, ops_task, settings_for
+from ops.tasks.common import ops_task, settings_for
 
 DOCTOR_SETTINGS = [
     *("registry", "registry_username", "registry_ca_file"),
@@ -36,5 +36,3 @@ def doctor(
     if failed(checks):
         raise Exit(code=1)
 
-
-ns = Collection("doctor", doctor)

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from ops.registry import Registry as RegistryApi
-from ops.registry import list_tags, manifest_digest
+from ops.registry import manifest_digest
+from tests.support.registry import list_tags
 
 from .conftest import Registry, require_or_skip
 from .test_rollout_e2e import DEPLOYMENT, deployment_body

@@ -20,7 +20,8 @@ import pytest
 from ops.config import Settings, load_settings
 from ops.errors import BuildError, ConfigError, EngineUnavailable, PushError, RegistryError
 from ops.images import BuildPlan, build, plan_build, push
-from ops.registry import Registry, check, list_tags, manifest_digest
+from ops.registry import Registry, check, manifest_digest
+from tests.support.registry import list_tags
 from tests.support.services import require
 
 pytestmark = pytest.mark.integration

@@ -140,7 +140,8 @@ def test_unreachable_registry(lab_env: dict[str, str], work: Path) -> None:
 
 
 def test_pipeline_without_rollout_pushes_both_tags(lab_env: dict[str, str], work: Path) -> None:
-    from ops.registry import Registry, list_tags, manifest_digest
+    from ops.registry import Registry, manifest_digest
+    from tests.support.registry import list_tags
 
     result = run_inv("pipeline", "--no-rollout", env=lab_env, cwd=work)
     assert result.returncode == 0, result.stderr

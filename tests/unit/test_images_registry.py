@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from ops.errors import RegistryError
-from ops.registry import Registry, check, list_tags, manifest_digest, require_login
+from ops.registry import Registry, check, manifest_digest
+from tests.support.registry import list_tags, require_login
 
 USER, PASSWORD, TOKEN = "robot$ci", "s3cret", "token-for-pull"
 DIGEST = "sha256:" + "ab" * 32

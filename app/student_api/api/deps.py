@@ -1,9 +1,10 @@
-"""Dependencies shared by the routes.
+"""Dependencies shared by the routes: the runtime and its engine (never a connection).
 
 They are ``async def`` on purpose: a plain ``def`` dependency costs a worker-thread hop per
-request. Routes open their own short ``Session`` and close it before returning, so no pooled
-connection is held while FastAPI serialises the response (with a bounded thread pool,
-holding it there can deadlock requests waiting for a connection against those that hold one).
+request. The routes run ``crud`` in the thread pool, which holds a pooled connection only for
+its one statement, so none is held while FastAPI serialises the response (with a bounded
+thread pool, holding it there can deadlock requests waiting for a connection against those
+that hold one).
 """
 
 from __future__ import annotations
