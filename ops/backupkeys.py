@@ -48,6 +48,22 @@ def identities(settings: Settings, *, file: str = "the backup") -> list[Any]:
     return agecrypt.read_identities(path)
 
 
+def identities_if_any(settings: Settings) -> list[Any] | None:
+    """The identities if one is configured (None if not); a configured one that cannot be
+    read is an error."""
+    if settings.backup_identity_file is None and not identity_path(settings).is_file():
+        return None
+    return agecrypt.read_identities(identity_path(settings))
+
+
+def identities_for(settings: Settings, path: Path) -> list[Any] | None:
+    """The identities to open ``path`` with if it is encrypted (BackupKeyError if none is
+    configured), else None."""
+    if path.is_file() and agecrypt.file_is_encrypted(path):
+        return identities(settings, file=str(path))
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class KeygenPlan:
     identity_file: Path

@@ -10,13 +10,16 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops import agecrypt
 from ops.backups.dump import Source
 from ops.backups.files import (
+    AGE_SUFFIX,
     BackupInfo,
     HashingWriter,
     ListedBackup,
     ProgressFactory,
     create_private,
+    format_from_name,
     no_progress,
     private_dir,
     publish,
@@ -25,13 +28,13 @@ from ops.backups.files import (
 )
 from ops.errors import BackupError, CorruptBackup, ExecFailed
 from ops.execstream import CommandRunner
-from ops.pgformat import read_header
+from ops.pgformat import DumpHeader, read_header
 
 DAEMON_DIR = "/backups"
 
 
 _LIST_DAEMON = (
-    'cd "$0" || exit 1; for f in *.sql *.dump; do [ -f "$f" ] || continue; '
+    'cd "$0" || exit 1; for f in *.sql *.dump *.sql.age *.dump.age; do [ -f "$f" ] || continue; '
     's=missing; [ -f "$f.sha256" ] && { if sha256sum -c "$f.sha256" >/dev/null 2>&1; '
     "then s=ok; else s=BAD; fi; }; "
     'printf "%s|%s|%s|%s\\n" "$f" "$(wc -c < "$f")" "$(date -r "$f" +%s)" "$s"; done'
@@ -59,7 +62,8 @@ def list_daemon(
                 where="daemon",
                 size=int(size),
                 modified=datetime.fromtimestamp(int(mtime), UTC),
-                format="custom" if name.endswith(".dump") else "plain",
+                format=format_from_name(Path(name))
+                + (", age" if name.endswith(AGE_SUFFIX) else ""),
                 verified={
                     "ok": "sha256 ok",
                     "BAD": "SHA256 MISMATCH",
@@ -116,7 +120,7 @@ def send_to_daemon(
     name = name or path.name
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
         raise BackupError(f"{name!r} is not a usable backup file name")
-    if fnmatch.fnmatchcase(name, DAEMON_OWN):
+    if any(fnmatch.fnmatchcase(name, own) for own in (DAEMON_OWN, DAEMON_OWN + AGE_SUFFIX)):
         raise BackupError(
             f"{name} looks like one of the daemon's own dumps, which its retention prunes",
             hint="Upload it under another name with --name (uploads are kept until "
@@ -242,7 +246,13 @@ def fetch_from_daemon(
                 raise CorruptBackup(f"cannot read {name} from the daemon: {exc.message}") from exc
         if writer.digest.hexdigest() != digest_expected:
             raise CorruptBackup(f"{name}: the download's sha256 differs from the daemon's sidecar")
-        header = read_header(bytes(writer.head), name=name)
+        encrypted = agecrypt.is_encrypted(bytes(writer.head))
+        # An encrypted dump is opened only when it is restored (decrypted on the way).
+        header = (
+            DumpHeader(format=format_from_name(Path(name)))
+            if encrypted
+            else read_header(bytes(writer.head), name=name)
+        )
         info = BackupInfo(
             file=name,
             sha256=digest_expected,
@@ -255,6 +265,7 @@ def fetch_from_daemon(
             source_namespace=source.namespace,
             source_pod=f"{runner.where} {directory}/{name}",
             created=created.isoformat(timespec="seconds"),
+            encryption="age" if encrypted else "none",
         )
         final = publish(part, backups_dir, name)
         info = BackupInfo(**{**asdict(info), "file": final.name})

@@ -13,17 +13,20 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
+from ops import agecrypt
 from ops.backups.commands import full_read_command
 from ops.errors import BackupError, CorruptBackup
 from ops.execstream import CommandRunner, Progress
 from ops.pgformat import (
     HEAD_BYTES,
+    PLAIN_END,
     DumpFormat,
     DumpHeader,
     plain_is_complete,
     read_file_header,
+    read_header,
 )
 
 ProgressFactory = Callable[[str, int | None], AbstractContextManager[Progress]]
@@ -32,6 +35,7 @@ Where = Literal["local", "daemon"]
 FullReader = CommandRunner | Callable[[], CommandRunner | None] | None
 
 SIDECAR_SUFFIX = ".json"
+AGE_SUFFIX = ".age"  # an age-encrypted backup: <name>.dump.age, <name>.sql.age
 EXTENSIONS: Mapping[DumpFormat, str] = {"custom": ".dump", "plain": ".sql"}
 
 
@@ -54,6 +58,10 @@ class BackupInfo:
     source_namespace: str
     source_pod: str
     created: str  # ISO 8601, UTC
+    # "age": the file is age ciphertext (sha256 and size above are the ciphertext's), to
+    # these public keys. Never an identity.
+    encryption: str = "none"
+    recipients: tuple[str, ...] = ()
 
     def write(self, path: Path) -> None:
         tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
@@ -68,7 +76,10 @@ class BackupInfo:
     def read(cls, path: Path) -> BackupInfo:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**{k: raw[k] for k in cls.__dataclass_fields__})
+            if "recipients" in raw:
+                raw["recipients"] = tuple(raw["recipients"])
+            # Sidecars from before a field existed: that field keeps its default.
+            return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
         except FileNotFoundError:
             raise
         except (ValueError, KeyError, TypeError) as exc:
@@ -85,6 +96,8 @@ class Verification:
     checks: tuple[str, ...]
     info: BackupInfo | None
     stat: tuple[int, int] = (0, 0)  # size and mtime (ns) of the file that was checked
+    encrypted: bool = False
+    plain_size: int | None = None  # of an encrypted file, once decrypted (None: not opened)
 
     @property
     def summary(self) -> str:
@@ -236,7 +249,9 @@ def _local_backup_files(backups_dir: Path) -> list[Path]:
     return [
         p
         for p in backups_dir.iterdir()
-        if p.is_file() and p.suffix in (".dump", ".sql") and not p.name.startswith(".")
+        if p.is_file()
+        and p.name.removesuffix(AGE_SUFFIX).endswith((".dump", ".sql"))
+        and not p.name.startswith(".")
     ]
 
 
@@ -249,12 +264,16 @@ def verify_backup(
     full_reader: FullReader,
     progress: ProgressFactory = no_progress,
     require_sidecar: bool = True,
+    identities: Sequence[Any] | None = None,
 ) -> Verification:
     """Check a local backup: sidecar sha256 and size, format, and a full read.
 
     ``full_reader`` runs ``pg_restore`` for the full read of a custom dump (None: skip it,
     and say so in the checks); a function is called for the runner only for a custom dump.
-    Raises CorruptBackup on the first failed check.
+    Raises CorruptBackup on the first failed check. An age-encrypted file is checked
+    against its sidecar as it is (ciphertext); with ``identities`` it is also decrypted
+    (age authenticates every chunk) and its dump checked like a plain file's, never
+    written to disk.
     """
     if not path.is_file():
         raise CorruptBackup(f"{path} does not exist", hint="`inv backup.list` shows the backups.")
@@ -281,6 +300,16 @@ def verify_backup(
         if digest != info.sha256:
             raise CorruptBackup(f"{path}: sha256 differs from its sidecar (the file was altered)")
         checks.append("sha256 matches the sidecar")
+    if agecrypt.file_is_encrypted(path):
+        return _verify_encrypted(
+            path,
+            info,
+            checks,
+            stat,
+            full_reader=full_reader,
+            identities=identities,
+            progress=progress,
+        )
     header = read_file_header(path)
     checks.append(
         f"{header.format} format"
@@ -323,6 +352,101 @@ def _full_read(
     return f"full read by pg_restore ({reader.where})"
 
 
+def format_from_name(path: Path) -> DumpFormat:
+    """The dump format an (encrypted) file's name says: ``x.dump[.age]`` or ``x.sql[.age]``."""
+    name = path.name.removesuffix(AGE_SUFFIX)
+    return "plain" if name.endswith(".sql") else "custom"
+
+
+class _Counting:
+    """A read-only file that reports the bytes read from it as progress."""
+
+    def __init__(self, f: IO[bytes], advance: Progress) -> None:
+        self.f, self.advance = f, advance
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.advance(len(data))
+        return data
+
+
+def _verify_encrypted(
+    path: Path,
+    info: BackupInfo | None,
+    checks: list[str],
+    stat: tuple[int, int],
+    *,
+    full_reader: FullReader,
+    identities: Sequence[Any] | None,
+    progress: ProgressFactory,
+) -> Verification:
+    recipients = info.recipients if info is not None else ()
+    to = f" to {len(recipients)} recipient(s)" if recipients else ""
+    checks.append(f"age-encrypted{to}")
+    if identities is None:
+        fmt = info.format if info is not None else format_from_name(path)
+        checks.append(
+            "contents not opened: no identity (MANIFEST_BACKUP_IDENTITY_FILE or "
+            "secrets/backup_identity.txt opens and checks them)"
+        )
+        return Verification(
+            path=path,
+            header=DumpHeader(format=fmt),
+            checks=tuple(checks),
+            info=info,
+            stat=stat,
+            encrypted=True,
+        )
+    with path.open("rb") as f, progress(f"decrypt {path.name}", stat[0]) as advance:
+        checked = agecrypt.check_stream(
+            _Counting(f, advance),  # type: ignore[arg-type]
+            identities,
+            name=str(path),
+            recipients=recipients,
+            head=HEAD_BYTES,
+            tail=512,
+        )
+    checks.append("decrypts, every chunk authenticated (age)")
+    header = read_header(checked.head, name=f"{path} (decrypted)")
+    checks.append(
+        f"{header.format} format"
+        + (f", archive {header.archive_version}" if header.archive_version else "")
+    )
+    if info is not None and info.format != header.format:
+        raise CorruptBackup(f"{path} is {header.format}, its sidecar says {info.format}")
+    if header.format == "plain":
+        if PLAIN_END not in checked.tail:
+            raise CorruptBackup(f"{path} is cut short: no 'dump complete' trailer")
+        checks.append("plain dump ends with pg_dump's trailer")
+    elif (reader := full_reader() if callable(full_reader) else full_reader) is not None:
+        with (
+            path.open("rb") as f,
+            agecrypt.DecryptingReader(f, identities, name=str(path)) as plain,
+            progress(f"full read {path.name}", checked.plain_size) as advance,
+        ):
+            result = reader.run(
+                full_read_command(),
+                stdin=plain,  # type: ignore[arg-type]
+                stdin_size=checked.plain_size,
+                check=False,
+                progress=advance,
+            )
+        if result.returncode != 0:
+            raise CorruptBackup(
+                f"{path} does not read to the end: {result.stderr or 'pg_restore failed'}"
+            )
+        checks.append(f"full read by pg_restore ({reader.where})")
+    return Verification(
+        path=path,
+        header=header,
+        checks=tuple(checks),
+        info=info,
+        stat=stat,
+        encrypted=True,
+        plain_size=checked.plain_size,
+    )
+
+
 # --- listing ---------------------------------------------------------------------------
 
 
@@ -346,7 +470,8 @@ def list_local(backups_dir: Path) -> list[ListedBackup]:
                 where="local",
                 size=stat.st_size,
                 modified=datetime.fromtimestamp(stat.st_mtime, UTC),
-                format=info.format if info else ("custom" if path.suffix == ".dump" else "plain"),
+                format=(info.format if info else format_from_name(path))
+                + (", age" if path.name.endswith(AGE_SUFFIX) else ""),
                 verified=verified,
             )
         )

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops import agecrypt, backupkeys
 from ops.backups.daemon import (
     DAEMON_DIR,
     DeletePlan,
@@ -19,6 +20,7 @@ from ops.backups.daemon import (
 )
 from ops.backups.dump import take_backup
 from ops.backups.files import (
+    AGE_SUFFIX,
     BackupInfo,
     ListedBackup,
     ProgressFactory,
@@ -58,12 +60,28 @@ class BackupListing:
     daemon_error: OpsError | None = None  # the error behind daemon_problem
 
 
-def backup_plan(settings: Settings) -> list[tuple[str, str]]:
+def backup_recipients(settings: Settings, *, encrypt: bool = True) -> list[str]:
+    """The keys ``backup.now`` encrypts to (none: not encrypted)."""
+    return backupkeys.recipients(settings) if encrypt else []
+
+
+def _encryption_line(settings: Settings, recipients: Sequence[str], encrypt: bool) -> str:
+    if recipients:
+        return f"age, to {len(recipients)} recipient(s): {', '.join(recipients)}"
+    if not encrypt and settings.backup_recipients:
+        return "NONE (--no-encrypt): the file holds the data in the clear"
+    return "none (no backup_recipients set; `inv backup.keygen` makes a key)"
+
+
+def backup_plan(settings: Settings, *, encrypt: bool = True) -> list[tuple[str, str]]:
     from ops.kube import resolve_target
 
+    recipients = backup_recipients(settings, encrypt=encrypt)
     target = resolve_target(settings)
     fmt: DumpFormat = settings.backup_format
     name = backup_name(settings.database, target.context, fmt, datetime.now(UTC))
+    if recipients:
+        name += AGE_SUFFIX
     return [
         ("context", target.context),
         ("namespace", target.namespace),
@@ -74,19 +92,22 @@ def backup_plan(settings: Settings) -> list[tuple[str, str]]:
             fmt + (f", compression {settings.backup_compression}" if fmt == "custom" else ""),
         ),
         ("file", str(settings.backups_dir / name)),
+        ("encryption", _encryption_line(settings, recipients, encrypt)),
         ("keep", f"newest {settings.backup_keep} local backups"),
     ]
 
 
 def backup_now(
-    settings: Settings, *, progress: ProgressFactory = no_progress
+    settings: Settings, *, progress: ProgressFactory = no_progress, encrypt: bool = True
 ) -> tuple[Path, BackupInfo]:
+    recipients = backup_recipients(settings, encrypt=encrypt)  # a bad key: before the pod
     return take_backup(
         pod_source(settings),
         backups_dir=settings.backups_dir,
         fmt=settings.backup_format,
         compression=settings.backup_compression,
         progress=progress,
+        recipients=recipients,
     )
 
 
@@ -98,18 +119,22 @@ def verify_file(
     require_sidecar: bool = True,
     progress: ProgressFactory = no_progress,
 ) -> Verification:
+    # An encrypted file without an identity is still checked against its sidecar.
+    encrypted = path.is_file() and agecrypt.file_is_encrypted(path)
     return verify_backup(
         path,
         full_reader=lambda: full_reader_for(settings, reader),
         progress=progress,
         require_sidecar=require_sidecar,
+        identities=backupkeys.identities_if_any(settings) if encrypted else None,
     )
 
 
 def drill_in_pod(
     settings: Settings, path: Path, *, progress: ProgressFactory = no_progress
 ) -> DrillReport:
-    return drill(path, pod_source(settings), progress=progress)
+    identities = backupkeys.identities_for(settings, path)
+    return drill(path, pod_source(settings), progress=progress, identities=identities)
 
 
 def to_daemon_plan(settings: Settings, path: Path, name: str) -> list[tuple[str, str]]:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
+from ops import agecrypt
 from ops.backups.commands import WIPE_DATABASE, pg_command, restore_command, row_counts_command
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import ProgressFactory, Verification, no_progress, verify_backup
 from ops.errors import (
+    BackupKeyError,
     ExecFailed,
     RestoreFailed,
     RestoreInterrupted,
@@ -54,17 +57,34 @@ class DrillReport:
     live: dict[str, int]
 
 
-def drill(path: Path, source: Source, *, progress: ProgressFactory = no_progress) -> DrillReport:
+def drill(
+    path: Path,
+    source: Source,
+    *,
+    progress: ProgressFactory = no_progress,
+    identities: Sequence[Any] | None = None,
+) -> DrillReport:
     """Restore into a scratch database next to the live one, count rows in both, drop it.
 
     The scratch database is dropped whatever happens.
     """
-    header = read_file_header(path)
+    decrypt = None
+    if agecrypt.file_is_encrypted(path):
+        if identities is None:
+            raise BackupKeyError(f"{path.name} is encrypted: a drill needs your identity")
+        decrypt = verify_backup(
+            path, full_reader=None, progress=progress, require_sidecar=False, identities=identities
+        )
+        header = decrypt.header
+    else:
+        header = read_file_header(path)
     scratch = f"{source.database}_drill_{secrets.token_hex(4)}"
     runner = source.runner
     runner.run(pg_command("createdb", scratch))
     try:
-        _restore_stream(runner, path, scratch, header.format, progress)
+        _restore_stream(
+            runner, path, scratch, header.format, progress, decrypt, identities=identities or ()
+        )
         restored = row_counts(runner, scratch)
     finally:
         runner.run(pg_command("dropdb", "--if-exists", scratch), check=False)
@@ -98,9 +118,20 @@ def _restore_stream(
     database: str,
     fmt: DumpFormat,
     progress: ProgressFactory,
+    decrypt: Verification | None = None,
+    identities: Sequence[Any] = (),
 ) -> CompletedExec:
+    """``decrypt``: the check of an encrypted file that decrypted it (its plaintext size);
+    the file is then decrypted with ``identities`` on its way into the pod."""
     size = path.stat().st_size
-    with path.open("rb") as f, progress(f"restore {path.name}", size) as advance:
+    with contextlib.ExitStack() as stack:
+        f: IO[bytes] = stack.enter_context(path.open("rb"))
+        if decrypt is not None:
+            assert decrypt.plain_size is not None
+            size = decrypt.plain_size
+            reader = agecrypt.DecryptingReader(f, identities, name=path.name)
+            f = cast(IO[bytes], stack.enter_context(reader))
+        advance = stack.enter_context(progress(f"restore {path.name}", size))
         if fmt == "custom":
             stream: IO[bytes] = f
             total = size
@@ -188,24 +219,47 @@ def restore_backup(
     require_sidecar: bool = True,
     progress: ProgressFactory = no_progress,
     verified: Verification | None = None,
+    identities: Sequence[Any] | None = None,
+    recipients: Sequence[str] = (),
 ) -> RestoreReport:
     """Verify ``path``, take a safety backup, then restore it in one transaction.
 
     ``verified``: a check of this file made before (while the user read the plan); it
     stands if the file has not changed since, else the file is checked again.
+    An encrypted file needs ``identities``: it is decrypted (and so authenticated) in
+    full by the check, before the database is touched, then again while it streams into
+    the pod. ``recipients``: the safety backup is encrypted to them.
     """
     verification = verified
     if verification is None or verification.path != path or not verification.still_valid():
         verification = verify_backup(
-            path, full_reader=full_reader, progress=progress, require_sidecar=require_sidecar
+            path,
+            full_reader=full_reader,
+            progress=progress,
+            require_sidecar=require_sidecar,
+            identities=identities,
         )
+    if verification.encrypted and (identities is None or verification.plain_size is None):
+        raise BackupKeyError(f"{path.name} is encrypted: restoring it needs your identity")
     safety = None
     if safety_backup:
         safety, _ = take_backup(
-            source, backups_dir=backups_dir, compression=compression, progress=progress
+            source,
+            backups_dir=backups_dir,
+            compression=compression,
+            progress=progress,
+            recipients=recipients,
         )
     try:
-        _restore_stream(source.runner, path, source.database, verification.header.format, progress)
+        _restore_stream(
+            source.runner,
+            path,
+            source.database,
+            verification.header.format,
+            progress,
+            decrypt=verification if verification.encrypted else None,
+            identities=identities or (),
+        )
     except KeyboardInterrupt as exc:
         kept = f"; the safety backup taken before is {safety}" if safety else ""
         raise RestoreInterrupted(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from ops import backupkeys
 from ops.backups.daemon import DAEMON_DIR, fetch_from_daemon, list_daemon
 from ops.backups.dump import Source
 from ops.backups.files import (
+    AGE_SUFFIX,
     ProgressFactory,
     Verification,
     no_progress,
@@ -66,6 +68,7 @@ class RestoreSession:
     require_sidecar: bool
     plan: list[tuple[str, str]]
     verification: Verification | None = None
+    identities: tuple[Any, ...] | None = None  # for an encrypted backup (never printed)
 
 
 def prepare_restore(
@@ -86,6 +89,12 @@ def prepare_restore(
     """
     described: list[tuple[str, str]] = []
     verification = None
+    # An encrypted backup without an identity is refused here, before anything else.
+    identities = None
+    if file is not None:
+        identities = backupkeys.identities_for(settings, file)
+    elif from_daemon is not None and from_daemon.endswith(AGE_SUFFIX):
+        identities = backupkeys.identities(settings, file=from_daemon)
     # The pod lookup (with the Kubernetes client's import, ~0.7 s, and the exec protocol)
     # runs while the file is hashed: hashlib releases the GIL, so on two cores the two
     # overlap. A bad file is still reported first, and nothing touches the database before
@@ -93,7 +102,7 @@ def prepare_restore(
     pod_lookup = _InBackground(lambda: restore_source(settings))
     if file is not None:
         verification = _verify_for_restore(
-            file, require_sidecar, progress, pod=lambda: pod_lookup.result()
+            file, require_sidecar, progress, pod=lambda: pod_lookup.result(), identities=identities
         )
         info = verification.info
         dump_database = (info.database if info else verification.header.database) or None
@@ -137,6 +146,11 @@ def prepare_restore(
         ("pod", source.pod),
         ("database", source.database),
         *described,
+        *(
+            [("encryption", "age: decrypted here while it streams into the pod")]
+            if identities is not None
+            else []
+        ),
         ("safety backup", "yes, into " + str(settings.backups_dir) if safety_backup else "NO"),
         (
             "how",
@@ -153,20 +167,28 @@ def prepare_restore(
         require_sidecar=require_sidecar,
         plan=plan,
         verification=verification,
+        identities=tuple(identities) if identities is not None else None,
     )
 
 
 def _verify_for_restore(
-    path: Path, require_sidecar: bool, progress: ProgressFactory, *, pod: Callable[[], Source]
+    path: Path,
+    require_sidecar: bool,
+    progress: ProgressFactory,
+    *,
+    pod: Callable[[], Source],
+    identities: Sequence[Any] | None = None,
 ) -> Verification:
     # With a sidecar, its sha256 proves the file is what pg_dump wrote after exiting 0;
     # without one, a full read (in the pod: the restoring pg_restore's own version) must.
+    # An encrypted file is decrypted in full here (age authenticates every chunk).
     has_sidecar = sidecar_of(path).is_file()
     return verify_backup(
         path,
         full_reader=None if has_sidecar else lambda: pod().runner,
         progress=progress,
         require_sidecar=require_sidecar,
+        identities=identities,
     )
 
 
@@ -195,6 +217,8 @@ def run_restore(
             require_sidecar=session.require_sidecar,
             progress=progress,
             verified=session.verification,
+            identities=session.identities,
+            recipients=backupkeys.recipients(settings),
         )
     except ServerKilled as exc:
         limits = memory_limits(settings, session.source.pod)

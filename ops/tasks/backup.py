@@ -47,6 +47,7 @@ def _settings(
         "format": "custom (default) or plain SQL",
         "compression": "pg_dump -Fc compression 0-9 (default 0: fastest, see README)",
         "keep": "Local backups to keep, newest first (default 10)",
+        "no_encrypt": "Write this backup unencrypted although backup_recipients are set",
         "dry_run": "Show what would happen; touch nothing",
     }
 )
@@ -60,6 +61,7 @@ def now(
     format: str | None = None,
     compression: int | None = None,
     keep: int | None = None,
+    no_encrypt: bool = False,
     dry_run: bool = False,
 ) -> None:
     """Back up the database now: pg_dump in the pod, streamed into backups/, verified."""
@@ -73,12 +75,17 @@ def now(
         backup_compression=compression,
         backup_keep=keep,
     )
-    plan = backups.backup_plan(settings)
+    plan = backups.backup_plan(settings, encrypt=not no_encrypt)
     if dry_run:
         console.plan("Dry run: backup.now would", plan)
         return
-    path, info = backups.backup_now(settings, progress=console.byte_progress)
-    console.success(f"{path} ({console.human_size(info.size)}, sha256 {info.sha256[:12]}…)")
+    if no_encrypt and settings.backup_recipients:
+        console.warn("--no-encrypt: this backup holds the data in the clear")
+    path, info = backups.backup_now(
+        settings, progress=console.byte_progress, encrypt=not no_encrypt
+    )
+    sealed = f", age-encrypted to {len(info.recipients)} key(s)" if info.recipients else ""
+    console.success(f"{path} ({console.human_size(info.size)}, sha256 {info.sha256[:12]}…{sealed})")
     removed = backups.prune_local(settings.backups_dir, settings.backup_keep, protect=[path])
     for old in removed:
         console.info(f"  removed old backup {old.name} (keeping {settings.backup_keep})")
