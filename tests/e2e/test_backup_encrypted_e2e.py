@@ -1,0 +1,139 @@
+"""Encrypted backups on the real lab cluster: backup.now → restore, and the daemon's own
+age-encrypted dump restored with --from-daemon (decrypted on this machine)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from ops import agecrypt, backups
+from ops.backups.cluster import daemon_runner
+from ops.backups.daemon import list_daemon
+from ops.config import load_settings
+from ops.errors import BackupKeyError
+from tests.e2e import test_backup_e2e as plain_e2e
+
+pytestmark = pytest.mark.e2e
+
+lab = plain_e2e.lab  # the same namespace: postgres-0 (seeded) and the backup daemon
+fingerprint = plain_e2e.fingerprint
+psql = plain_e2e.psql
+MARKER = "Ciphertext-Only-Marker-Row-8086"
+
+
+@pytest.fixture
+def keyed(lab, tmp_path):
+    """The lab's settings with a fresh key pair: recipients set, identity in a file."""
+    settings, runner = lab
+    pair = agecrypt.generate()
+    identity = tmp_path / "identity.txt"
+    agecrypt.write_identity_file(identity, pair)
+    keyed = load_settings(
+        {
+            "context": settings.context,
+            "namespace": settings.namespace,
+            "backups_dir": str(settings.backups_dir),
+            "backup_recipients": (pair.recipient,),
+            "backup_identity_file": str(identity),
+        }
+    )
+    return keyed, runner, pair
+
+
+def test_encrypted_backup_restores_the_rows_exactly(keyed):
+    settings, runner, pair = keyed
+    psql(runner, f"INSERT INTO student (name, age) VALUES ('{MARKER}', 42)")
+    before = fingerprint(runner)
+
+    path, info = backups.backup_now(settings)
+
+    assert path.name.endswith(".dump.age") and info.recipients == (pair.recipient,)
+    data = path.read_bytes()
+    assert agecrypt.is_encrypted(data) and MARKER.encode() not in data
+    assert not [p for p in settings.backups_dir.iterdir() if p.suffix == ".part"]
+
+    psql(runner, "DELETE FROM student WHERE id % 2 = 0; UPDATE student SET age = 1")
+    assert fingerprint(runner) != before
+    session = backups.prepare_restore(settings, file=path, from_daemon=None, safety_backup=True)
+    assert ("encryption", "age: decrypted here while it streams into the pod") in session.plan
+    report = backups.run_restore(session)
+    assert fingerprint(runner) == before
+    assert report.safety_backup is not None and report.safety_backup.name.endswith(".dump.age")
+
+
+def test_restore_without_the_identity_is_one_line_and_touches_nothing(keyed, tmp_path):
+    settings, runner, _ = keyed
+    path, _ = backups.backup_now(settings)
+    psql(runner, "UPDATE student SET age = 5 WHERE id = 1")
+    before = fingerprint(runner)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "backup.restore",
+            "--file",
+            str(path),
+            "--yes",
+            "--context",
+            settings.context,
+            "--namespace",
+            settings.namespace,
+        ],
+        cwd=plain_e2e.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "MANIFEST_BACKUP_IDENTITY_FILE": str(tmp_path / "nowhere.txt"),
+        },
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "nowhere.txt does not exist" in result.stderr
+    assert fingerprint(runner) == before
+    no_identity = load_settings(
+        {
+            "context": settings.context,
+            "namespace": settings.namespace,
+            "backups_dir": str(settings.backups_dir),
+            "secrets_dir": str(tmp_path / "empty-secrets"),
+        }
+    )
+    with pytest.raises(BackupKeyError, match="no identity is configured"):
+        backups.prepare_restore(no_identity, file=path, from_daemon=None)
+
+
+def test_the_daemons_encrypted_dump_restores_from_daemon(keyed):
+    settings, runner, pair = keyed
+    before = fingerprint(runner)
+    plain_e2e._wait_for_daemon(settings)
+    daemon = daemon_runner(settings)
+    # As the ConfigMap backup-recipients would mount it (the test's daemon has no mount).
+    script = (
+        f"printf '# team\\n%s\\n' {shlex.quote(pair.recipient)} > /tmp/recipients.txt && "
+        "BACKUP_RECIPIENTS_FILE=/tmp/recipients.txt sh /scripts/backup.sh once"
+    )
+
+    def one_backup() -> bool:
+        result = daemon.run(["sh", "-c", script], check=False)
+        assert b"no age" not in result.stdout, "the daemon's image has no age"
+        return result.returncode == 0
+
+    plain_e2e.wait_until(one_backup, timeout=60, what="an encrypted daemon backup", interval=2)
+    listed = list_daemon(daemon, check=True)
+    sealed = [b for b in listed if b.name.endswith(".sql.age")]
+    assert sealed and sealed[0].format == "plain, age" and sealed[0].verified == "sha256 ok"
+    cat = daemon.run(["cat", f"/backups/{sealed[0].name}"])
+    assert agecrypt.is_encrypted(cat.stdout) and b"student 1" not in cat.stdout
+
+    psql(runner, "DELETE FROM student WHERE id > 10")
+    session = backups.prepare_restore(
+        settings, file=None, from_daemon=sealed[0].name, safety_backup=False
+    )
+    backups.run_restore(session)
+    assert fingerprint(runner) == before
