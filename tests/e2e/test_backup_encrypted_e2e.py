@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from ops import agecrypt, backups
-from ops.backups.cluster import daemon_runner
 from ops.backups.daemon import list_daemon
+from ops.backups.pods import daemon_runner
 from ops.config import load_settings
 from ops.errors import BackupKeyError
 from tests.e2e import test_backup_e2e as plain_e2e
