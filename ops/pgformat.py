@@ -8,6 +8,7 @@ compression, the creation time, then the database name and both version strings.
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -20,6 +21,11 @@ PLAIN_MAGIC = b"--\n-- PostgreSQL database dump\n--\n"
 PLAIN_END = b"-- PostgreSQL database dump complete"
 HEAD_BYTES = 64 * 1024
 _ARCH_CUSTOM = 1
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8", "UTF-8 with BOM"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16 LE"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16 BE"),
+)
 _ARCH_NAMES = {0: "unknown", 1: "custom", 3: "tar", 4: "null", 5: "directory"}
 
 
@@ -48,8 +54,48 @@ def read_header(head: bytes, *, name: str = "the file") -> DumpHeader:
     elif not head:
         what = "empty"
     else:
+        reason = foreign_dump_reason(head, name)
+        if reason is not None:
+            raise CorruptBackup(
+                reason, hint="It converts the file while reading it and checks it is complete."
+            )
         what = "not a pg_dump custom archive or plain SQL dump"
     raise CorruptBackup(f"{name} is {what}")
+
+
+def detect_encoding(head: bytes) -> tuple[str, int, str]:
+    """(codec, BOM length, label) of a dump's first bytes."""
+    for bom, codec, label in _BOMS:
+        if head.startswith(bom):
+            return codec, len(bom), label
+    return "utf-8", 0, "UTF-8"
+
+
+def foreign_dump_reason(head: bytes, name: str) -> str | None:
+    """Why a file is a plain dump we cannot take as it is (and ``backup.import`` can), or None.
+
+    For the error of ``verify``, ``restore`` and ``to-daemon``: it names the real cause.
+    """
+    codec, skip, label = detect_encoding(head)
+    try:
+        text = codecs.getincrementaldecoder(codec)().decode(head[skip : skip + 4096])
+    except UnicodeDecodeError:
+        return None
+    if not text.replace("\r\n", "\n").startswith(PLAIN_MAGIC.decode()):
+        return None
+    if codec.startswith("utf-16"):
+        return (
+            f"{name} is a plain dump in {label} (as Windows PowerShell 5.1's `>` writes it); "
+            f"make it a checked backup first: inv backup.import {name}"
+        )
+    if skip:
+        return f"{name} is a plain dump with a UTF-8 BOM; make it a checked backup first: " + (
+            f"inv backup.import {name}"
+        )
+    return (
+        f"{name} is a plain dump with Windows line endings (CRLF: PowerShell, an editor or "
+        f"git's autocrlf); make it a checked backup first: inv backup.import {name}"
+    )
 
 
 def read_file_header(path: Path) -> DumpHeader:

@@ -275,6 +275,8 @@ def verify_backup(
     (age authenticates every chunk) and its dump checked like a plain file's, never
     written to disk.
     """
+    if path.is_dir():
+        raise CorruptBackup(f"{path} is a folder, not a backup file", hint="Name a backup file.")
     if not path.is_file():
         raise CorruptBackup(f"{path} does not exist", hint="`inv backup.list` shows the backups.")
     checks: list[str] = []
@@ -285,6 +287,7 @@ def verify_backup(
         info = BackupInfo.read(sidecar_of(path))
     except FileNotFoundError:
         if require_sidecar:
+            read_file_header(path)  # a foreign or re-encoded file: say so, not "no sidecar"
             raise CorruptBackup(
                 f"{path} has no sidecar {sidecar_of(path).name}; its checksum is unknown",
                 hint="Only restore files made by `inv backup.now`, or pass --no-sidecar "

@@ -140,6 +140,8 @@ def drill_in_pod(
 def to_daemon_plan(settings: Settings, path: Path, name: str) -> list[tuple[str, str]]:
     from ops.kube import resolve_target
 
+    if path.is_dir():
+        raise CorruptBackup(f"{path} is a folder, not a backup file", hint="Name a backup file.")
     if not path.is_file():
         raise CorruptBackup(f"{path} does not exist")
     target = resolve_target(settings)

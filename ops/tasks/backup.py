@@ -378,5 +378,51 @@ def keygen(
     )
 
 
+@ops_task(
+    help={
+        "file": "The old script's plain dump (UTF-16 from PowerShell 5.1, or CRLF)",
+        "name": "Name of the backup made from it (default: <file's name>-imported.sql)",
+        "backups_dir": "Local backup folder (default: backups/)",
+        "dry_run": "Read the file and say what the import would do; write nothing",
+    },
+    positional=["file"],
+)
+def import_(
+    c: Any,
+    file: str,
+    name: str | None = None,
+    backups_dir: str | None = None,
+    dry_run: bool = False,
+) -> None:
+    """Make an old script's plain dump (UTF-16, CRLF) a checked backup with a sidecar."""
+    from ops.backups.legacy import import_backup, plan_import
+
+    settings = settings_for(backups_dir=backups_dir)
+    plan = plan_import(Path(file), progress=console.byte_progress)
+    if dry_run:
+        console.plan(
+            "Dry run: backup.import would",
+            [
+                ("read", f"{file} ({plan.describe()})"),
+                ("write", f"UTF-8 with LF into {settings.backups_dir}, with a .json sidecar"),
+                ("check", "pg_dump's header and its 'dump complete' trailer"),
+            ],
+        )
+        return
+    result = import_backup(
+        Path(file),
+        backups_dir=settings.backups_dir,
+        name=name,
+        plan=plan,
+        progress=console.byte_progress,
+    )
+    console.success(
+        f"{result.path} ({console.human_size(result.info.size)}, sha256 "
+        f"{result.info.sha256[:12]}…) from {file}: {plan.describe()}"
+    )
+    console.info(f"  restore it with: inv backup.restore --file {result.path}")
+
+
 ns = Collection("backup", now, verify, to_daemon, restore, keygen, prune)
 ns.add_task(list_, name="list")
+ns.add_task(import_, name="import")
