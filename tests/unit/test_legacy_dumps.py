@@ -3,7 +3,7 @@
 The dumps are kept here as bytes. ``POWERSHELL51`` is what Windows PowerShell 5.1's
 ``kubectl exec ... pg_dump > backup.sql`` leaves on a German Windows: pg_dump's UTF-8
 decoded with the console's code page 850, split into lines, written as UTF-16 LE with a BOM
-and CRLF. (Made by ``powershell51_redirect`` below, which follows that documented
+and CRLF. (Made by ``tests.support.windows.powershell51_redirect``, which follows that documented
 behaviour; no Windows machine runs here. The test pins the two to each other.)
 """
 
@@ -20,6 +20,7 @@ import pytest
 from ops.backups.files import BackupInfo, sha256_of, sidecar_of, verify_backup
 from ops.backups.legacy import import_backup, plan_import
 from ops.errors import CorruptBackup
+from tests.support.windows import powershell51_redirect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,16 +58,6 @@ POWERSHELL51 = bytes.fromhex(
     "530051004c002000640061007400610062006100730065002000640075006d007000200063006f006d007000"
     "6c006500740065000d000a002d002d000d000a000d000a00"
 )
-
-
-def powershell51_redirect(data: bytes, code_page: str = "cp850") -> bytes:
-    """What `native.exe > file` does in Windows PowerShell 5.1: decode the program's output
-    with [Console]::OutputEncoding (the OEM code page), split it into lines (CR, LF or CRLF),
-    and write every line followed by CRLF, as UTF-16 LE with a BOM."""
-    lines = re.split(r"\r\n|\n|\r", data.decode(code_page))
-    if lines and lines[-1] == "":
-        lines.pop()
-    return b"\xff\xfe" + "".join(line + "\r\n" for line in lines).encode("utf-16-le")
 
 
 def test_the_simulation_is_the_recorded_bytes() -> None:
@@ -185,3 +176,27 @@ def test_import_task(tmp_path: Path) -> None:
     made = tmp_path / "backups" / "Backup_2025-02-03-imported.sql"
     assert made.read_bytes() == ORIGINAL and sidecar_of(made).is_file()
     assert f"inv backup.restore --file {made.relative_to(tmp_path)}" in result.stdout
+
+
+def test_import_streams_in_bounded_memory(tmp_path: Path) -> None:
+    """A 48 MiB PowerShell dump is converted with a few MiB of memory, not its size."""
+    import tracemalloc
+
+    row = "42\tM\u00fcller \u20ac \\t\\n\n".encode().decode("cp850")
+    old = tmp_path / "big.sql"
+    with old.open("wb") as f:
+        f.write(powershell51_redirect(ORIGINAL.split(b"\\.")[0]))
+        body = (row.replace("\n", "\r\n") * 20000).encode("utf-16-le")
+        for _ in range(48 * 1024 * 1024 // len(body)):
+            f.write(body)
+        f.write(
+            powershell51_redirect(b"\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n")[2:]
+        )
+    tracemalloc.start()
+    try:
+        result = import_backup(old, backups_dir=tmp_path / "backups")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.info.size > 20 * 1024 * 1024
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 1048576:.1f} MiB"
