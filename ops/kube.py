@@ -137,6 +137,7 @@ def _guarded_client_class() -> type[Any]:
     from urllib3.exceptions import HTTPError
     from websocket import WebSocketException
 
+    _time_exec_handshakes()
     if not hasattr(ApiClient, "_call_with_legacy_options"):  # pragma: no cover
         raise ClusterError(
             "this version of the kubernetes package is not supported",
@@ -173,6 +174,32 @@ def _guarded_client_class() -> type[Any]:
                 raise unreachable(exc, self.configuration.host) from exc
 
     return GuardedApiClient
+
+
+def _time_exec_handshakes() -> None:
+    """Give the exec websocket's connect and handshake a timeout.
+
+    kubernetes.stream builds websocket-client's ``WebSocket`` itself and connects it with
+    no timeout, so an API server that accepts and never answers would hang an exec (every
+    backup task) for ever. Its module's ``WebSocket`` name is replaced, once, by one whose
+    ``connect`` has CONNECT_TIMEOUT + READ_TIMEOUT unless given one; the exec session sets
+    its own read timeout on the socket right after (ops.execstream.session).
+    """
+    from kubernetes.stream import ws_client
+    from websocket import WebSocket
+
+    module: Any = ws_client
+    if getattr(module.WebSocket, "manifest_timed", False):
+        return
+
+    class TimedWebSocket(WebSocket):
+        manifest_timed = True
+
+        def connect(self, url: str, **options: Any) -> None:
+            options.setdefault("timeout", CONNECT_TIMEOUT + READ_TIMEOUT)
+            super().connect(url, **options)  # type: ignore[no-untyped-call]
+
+    module.WebSocket = TimedWebSocket
 
 
 def unreachable(exc: BaseException, host: object) -> ClusterError:

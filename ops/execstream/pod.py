@@ -17,7 +17,7 @@ from ops.execstream.runner import (
     exit_error,
 )
 from ops.execstream.session import ExecSession, Pumped, WebSocket
-from ops.kube import KubeTarget, api_client
+from ops.kube import KubeTarget, api_client, unreachable
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -181,17 +181,20 @@ class PodExec:
                 **extra,
             )
         except ApiException as exc:
-            raise self._handshake_error(exc) from exc
+            raise self._handshake_error(exc, host=str(client.configuration.host)) from exc
         finally:
             client.close()  # the websocket is its own connection; the client's pool is not
         ws: WebSocket = response.sock
         self._protocol = str(getattr(response, "subprotocol", None) or "")
         return ws, self._protocol
 
-    def _handshake_error(self, exc: Exception) -> ClusterError:
+    def _handshake_error(self, exc: Exception, *, host: str) -> ClusterError:
         # kubernetes.stream wraps every handshake failure as status 0 with the websocket's
-        # "Handshake status 404 Not Found ..." text as the reason.
+        # "Handshake status 404 Not Found ..." text as the reason, and a failure to connect
+        # (refused, timed out, TLS) as status 0 with the socket's error as the reason.
         reason = str(getattr(exc, "reason", None) or exc)
+        if "Handshake status" not in reason:
+            return unreachable(exc, host)
         if " 404 " in reason or getattr(exc, "status", None) == 404:
             return NotFound(
                 f"pod {self.pod!r} not found in namespace {self.target.namespace!r}",

@@ -211,3 +211,29 @@ def test_debug_keeps_a_config_errors_exit_code(workdir: Path) -> None:
 def test_restore_without_a_backup_named_is_exit_2(workdir: Path) -> None:
     """Seen: `backup.restore` with neither --file nor --from-daemon exited 1."""
     assert_one_line(["backup.restore"], cwd=workdir, code=2, words="--from-daemon")
+
+
+EXEC_WORDS = {
+    "closed port": "connection refused",
+    "never answers": "timed out",
+    "wrong CA": "TLS verification failed",
+    "403": "not allowed to exec",
+    "404": "not found",
+}
+
+
+@pytest.mark.parametrize("peer", EXEC_WORDS, ids=EXEC_WORDS)
+def test_exec_stream_failures(peer: str, tmp_path: Path) -> None:
+    """The exec stream's handshake (every backup task's pg_dump/psql) fails as one error of
+    ours, in seconds: kubernetes.stream connects its websocket with no timeout at all."""
+    from ops.errors import ClusterError
+    from ops.execstream import PodExec
+    from ops.kube import KubeTarget
+
+    with kube_peer(peer, tmp_path) as config:
+        target = KubeTarget(kubeconfig=config, context="manifest-lab", namespace="development")
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as caught:
+            PodExec(target, "postgres-0").run(["true"])
+        assert time.monotonic() - started < TIME_BOUND
+    assert EXEC_WORDS[peer] in caught.value.message, caught.value.message
