@@ -18,19 +18,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
+from tests.support.services import missing
+
 DEFAULT_CONTEXT = "manifest-lab"
 PULL_SECRET = "harbor-regcred"
-
-
-def require_or_skip(reason: str) -> NoReturn:
-    """Skip on a developer machine; fail under CI, which starts the cluster itself."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the lab cluster must be running)", pytrace=False)
-    pytest.skip(reason)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,21 +56,21 @@ def kube_api(kube_context: str) -> Iterator[Any]:
     """A kubernetes.client.ApiClient for the lab context, checked to answer."""
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig or not Path(kubeconfig.split(os.pathsep)[0]).exists():
-        require_or_skip("KUBECONFIG is not set or missing (run `python3 lab/lab.py up`)")
+        missing("KUBECONFIG is not set or missing (run `python3 lab/lab.py up`)")
     from kubernetes import client, config
 
     try:
         contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
     except Exception as exc:  # an unreadable kubeconfig means "no cluster"
-        require_or_skip(f"cannot read KUBECONFIG {kubeconfig}: {exc}")
+        missing(f"cannot read KUBECONFIG {kubeconfig}: {exc}")
     if kube_context not in {c["name"] for c in contexts}:
-        require_or_skip(f"context {kube_context!r} is not in {kubeconfig}")
+        missing(f"context {kube_context!r} is not in {kubeconfig}")
     api = config.new_client_from_config(config_file=kubeconfig, context=kube_context)
     try:
         client.VersionApi(api).get_code(_request_timeout=5)
     except Exception as exc:
         api.close()
-        require_or_skip(f"the cluster of context {kube_context!r} does not answer: {exc}")
+        missing(f"the cluster of context {kube_context!r} does not answer: {exc}")
     yield api
     api.close()
 
@@ -121,7 +116,7 @@ def registry() -> Registry:
     user = os.environ.get("MANIFEST_TEST_REGISTRY_USER")
     password_file = os.environ.get("MANIFEST_TEST_REGISTRY_PASSWORD_FILE")
     if not (host and user and password_file and Path(password_file).exists()):
-        require_or_skip(
+        missing(
             "MANIFEST_TEST_REGISTRY, _USER and _PASSWORD_FILE are not set"
             " (source $MANIFEST_LAB_DIR/env)"
         )
@@ -154,14 +149,14 @@ def harbor_regcred(core_v1: Any, namespace: str, registry: Registry) -> str:
 def docker_client() -> Iterator[Any]:
     """A docker SDK client for the lab's engine (DOCKER_HOST)."""
     if not os.environ.get("DOCKER_HOST"):
-        require_or_skip("DOCKER_HOST is not set (source $MANIFEST_LAB_DIR/env)")
+        missing("DOCKER_HOST is not set (source $MANIFEST_LAB_DIR/env)")
     import docker
 
     try:
         engine = docker.from_env()
         engine.ping()
     except Exception as exc:
-        require_or_skip(f"the Docker engine at {os.environ['DOCKER_HOST']} does not answer: {exc}")
+        missing(f"the Docker engine at {os.environ['DOCKER_HOST']} does not answer: {exc}")
     yield engine
     engine.close()
 

@@ -25,7 +25,10 @@ from ops.config import load_settings
 from ops.errors import BackupError, DumpFailed, NotFound, RestoreFailed
 from ops.execstream import PodExec
 from ops.kube import resolve_target
-from tests.e2e.conftest import require_or_skip, wait_until
+from tests.e2e.conftest import wait_until
+from tests.support.inv import clean_env
+from tests.support.inv import run_inv as inv
+from tests.support.services import missing
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +39,7 @@ SCRIPT = ROOT / "k8s" / "base" / "backup" / "backup.sh"
 def _image() -> str:
     image = os.environ.get("MANIFEST_TEST_POSTGRES_IMAGE")
     if not image:
-        require_or_skip("MANIFEST_TEST_POSTGRES_IMAGE is not set (source /tmp/manifest-lab/env)")
+        missing("MANIFEST_TEST_POSTGRES_IMAGE is not set (source /tmp/manifest-lab/env)")
     return image
 
 
@@ -276,27 +279,14 @@ def plain_dump(runner: PodExec, database: str = "studentdb") -> str:
 
 
 def run_inv(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
-    env["COLUMNS"] = "250"
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            *args,
-            "--context",
-            settings.context,
-            "--namespace",
-            settings.namespace,
-            "--backups-dir",
-            str(settings.backups_dir),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    where = ["--context", settings.context, "--namespace", settings.namespace]
+    return inv(
+        *args,
+        *where,
+        "--backups-dir",
+        str(settings.backups_dir),
+        env=clean_env(COLUMNS="250"),
         timeout=300,
-        stdin=subprocess.DEVNULL,
     )
 
 
@@ -388,35 +378,19 @@ def test_the_daemons_retention_keeps_uploads_until_backup_prune(lab):
     (upload,) = [b for b in listed if b.name == path.name]
     assert upload.modified.isoformat(timespec="seconds") == info.created  # the dump's time
 
-    def inv(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "invoke",
-                "backup.prune",
-                *args,
-                "--context",
-                settings.context,
-                "--namespace",
-                settings.namespace,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
+    def prune(*args: str) -> subprocess.CompletedProcess[str]:
+        where = ["--context", settings.context, "--namespace", settings.namespace]
+        return inv("backup.prune", *args, *where)
 
-    missing = inv("--name", "no-such.dump", "--yes")
-    assert missing.returncode == 1 and "Traceback" not in missing.stderr
-    assert [line for line in missing.stderr.splitlines() if line.strip()] == [
-        line for line in missing.stderr.splitlines() if "not in the daemon's /backups" in line
+    absent = prune("--name", "no-such.dump", "--yes")
+    assert absent.returncode == 1 and "Traceback" not in absent.stderr
+    assert [line for line in absent.stderr.splitlines() if line.strip()] == [
+        line for line in absent.stderr.splitlines() if "not in the daemon's /backups" in line
     ]
-    unconfirmed = inv("--name", path.name)  # no TTY: not confirmed, nothing deleted
+    unconfirmed = prune("--name", path.name)  # no TTY: not confirmed, nothing deleted
     assert unconfirmed.returncode == 1 and path.name in unconfirmed.stdout
     assert path.name in {b.name for b in list_daemon(daemon)}
-    done = inv("--name", path.name, "--yes")
+    done = prune("--name", path.name, "--yes")
     assert done.returncode == 0, done.stderr
     names = {b.name for b in list_daemon(daemon)}
     assert path.name not in names and len([n for n in names if n.startswith("continuous-")]) == 3

@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import Registry, require_or_skip, wait_until
+from tests.support.services import missing
+
+from .conftest import Registry, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -166,7 +168,7 @@ def _web_service(core_v1: Any, namespace: str, image: str, pull_secret: str) -> 
 def busybox_image(docker_client: Any, registry: Registry) -> Iterator[str]:
     """A FROM-scratch busybox image, built here and pushed with auth under a unique tag."""
     if not BUSYBOX.exists():
-        require_or_skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
+        missing(f"{BUSYBOX} is missing (apt-get install busybox-static)")
     ref = f"{registry.host}/e2e/busybox"
     tag = uuid.uuid4().hex[:12]
     context = io.BytesIO()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +23,7 @@ import pytest
 from tests.e2e.conftest import Registry, wait_until
 from tests.manifests.render import K8S, OVERLAYS, Manifest, find, find_kustomize, in_namespace
 from tests.manifests.render import render as kustomize_build
+from tests.support.inv import clean_env, run_inv
 from tests.support.services import host_ca_bundle, missing, require
 
 pytestmark = pytest.mark.e2e
@@ -155,17 +154,10 @@ def secrets_apply(namespace: str, context: str, registry: Registry, folder: Path
     }.items():
         (secrets / f"{name}.txt").write_text(value + "\n")
     (folder / "empty.env").write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env = clean_env()
     env["MANIFEST_ENV_FILE"] = str(folder / "empty.env")
     where = ["--context", context, "--namespace", namespace]
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "secrets.apply", *where],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_inv("secrets.apply", *where, cwd=folder, env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

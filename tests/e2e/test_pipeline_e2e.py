@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,9 +20,11 @@ import pytest
 
 from ops.registry import Registry as RegistryApi
 from ops.registry import manifest_digest
+from tests.support.inv import clean_env, run_inv
 from tests.support.registry import list_tags
+from tests.support.services import missing
 
-from .conftest import Registry, require_or_skip
+from .conftest import Registry
 from .test_rollout_e2e import DEPLOYMENT, deployment_body
 
 pytestmark = pytest.mark.e2e
@@ -76,10 +77,10 @@ def test_pipeline_builds_pushes_and_rolls_out(
     from kubernetes import client
 
     if not BUSYBOX.is_file():
-        require_or_skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
+        missing(f"{BUSYBOX} is missing (apt-get install busybox-static)")
     if not os.environ.get("DOCKER_HOST"):
-        require_or_skip("DOCKER_HOST is not set (source $MANIFEST_LAB_DIR/env)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+        missing("DOCKER_HOST is not set (source $MANIFEST_LAB_DIR/env)")
+    env = clean_env()
     env.update(
         COLUMNS="200",
         MANIFEST_REGISTRY=registry.host,
@@ -94,15 +95,7 @@ def test_pipeline_builds_pushes_and_rolls_out(
     (tmp_path / ".env").touch()
 
     def pipeline(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "pipeline", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=600,
-            check=False,
-        )
+        return run_inv("pipeline", *args, env=env, cwd=tmp_path, timeout=600)
 
     # Version 1 goes out without a rollout; then the Deployment is created on it.
     write_context(tmp_path / "app", "one")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,11 @@ from ops.config import load_settings
 from ops.errors import NotFound, RolloutTimeout
 from ops.kube import KubeTarget
 from ops.registry import Registry as RegistryApi
+from tests.support.inv import clean_env
+from tests.support.inv import run_inv as inv
+from tests.support.services import missing
 
-from .conftest import Registry, require_or_skip, wait_until
+from .conftest import Registry, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +37,9 @@ DEPLOYMENT = "e2e-app"
 def good_image(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A FROM-scratch busybox image built and pushed through ops.images (both tags)."""
     if not BUSYBOX.is_file():
-        require_or_skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
+        missing(f"{BUSYBOX} is missing (apt-get install busybox-static)")
     if not os.environ.get("DOCKER_HOST"):
-        require_or_skip("DOCKER_HOST is not set (source $MANIFEST_LAB_DIR/env)")
+        missing("DOCKER_HOST is not set (source $MANIFEST_LAB_DIR/env)")
     from ops.images import build, plan_build, push
 
     context = tmp_path_factory.mktemp("rollout-image")
@@ -247,17 +249,9 @@ def test_missing_namespace_and_deployment_are_named(
 
 
 def run_inv(*args: str, namespace: str, kube_context: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env = clean_env()
     env.update(COLUMNS="200", MANIFEST_NAMESPACE=namespace, MANIFEST_CONTEXT=kube_context)
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+    return inv(*args, env=env, cwd=ROOT, timeout=300)
 
 
 def test_tasks_restart_and_status(namespace: str, rolled_out: str, kube_context: str) -> None:

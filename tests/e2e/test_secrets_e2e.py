@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Registry
+from tests.support.inv import clean_env, run_inv
 
 pytestmark = pytest.mark.e2e
 
@@ -40,19 +40,10 @@ class Workspace:
         (self.secrets / f"{name}.txt").write_text(value + "\n")
 
     def inv(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+        env = clean_env()
         env["MANIFEST_ENV_FILE"] = str(self.folder / "empty.env")
         where = ["--context", self.context, "--namespace", self.namespace]
-        result = subprocess.run(
-            [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args, *where],
-            cwd=self.folder,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return result
+        return run_inv(*args, *where, cwd=self.folder, env=env, input=stdin, timeout=120)
 
     def values(self) -> list[str]:
         """Every secret value in the folder, and the forms it could leak in."""

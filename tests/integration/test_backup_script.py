@@ -33,8 +33,7 @@ SHELLS = {"dash": ["dash"], "busybox": ["busybox", "sh"]}
 @pytest.fixture(params=sorted(SHELLS))
 def shell(request: pytest.FixtureRequest) -> list[str]:
     argv = SHELLS[request.param]
-    if shutil.which(argv[0]) is None:
-        pytest.skip(f"{argv[0]} is not installed")
+    require(shutil.which(argv[0]) is not None, f"{argv[0]} is not installed")
     return argv
 
 

@@ -9,13 +9,14 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.inv import clean_env
+from tests.support.inv import run_inv as inv
 from tests.support.services import require
 
 pytestmark = pytest.mark.integration
@@ -25,15 +26,7 @@ BUSYBOX = Path("/bin/busybox")
 
 
 def run_inv(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )
+    return inv(*args, env=env, cwd=cwd, timeout=300)
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -74,7 +67,7 @@ def lab_env(work: Path) -> Iterator[dict[str, str]]:
     for name in ("DOCKER_HOST", "MANIFEST_TEST_REGISTRY", "MANIFEST_TEST_REGISTRY_PASSWORD_FILE"):
         require(bool(os.environ.get(name)), f"{name} is not set (run lab.py services-up)")
     repository = f"test/tasks-{uuid.uuid4().hex[:10]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env = clean_env()
     env.update(
         COLUMNS="200",
         MANIFEST_REGISTRY=os.environ["MANIFEST_TEST_REGISTRY"],

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ops.backups.files import BackupInfo
+from tests.support.inv import run_inv
 from tests.unit.test_backup_files import custom_header
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def inv(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_inv(*args, cwd=cwd, timeout=60)
 
 
 def backup_file(tmp_path: Path, *, sha256: str | None = None) -> Path:
@@ -82,8 +75,15 @@ def test_restore_rejects_a_bad_file_before_asking_the_cluster(tmp_path):
     )
 
 
-@pytest.mark.parametrize("task", ["now", "verify", "to-daemon", "list", "restore"])
-def test_every_task_documents_its_flags(task):
+def backup_tasks() -> list[str]:
+    """Every task of the ``backup`` namespace, as the collection has them."""
+    from ops.tasks.backup import ns
+
+    return sorted(ns.task_names)
+
+
+@pytest.mark.parametrize("task", backup_tasks())
+def test_every_backup_task_shows_its_help(task):
     result = inv("--help", f"backup.{task}")
     assert result.returncode == 0, result.stderr
     if task in ("now", "to-daemon", "restore"):

@@ -12,9 +12,7 @@ Each case asserts: the documented exit code, one ``error:`` line, no traceback, 
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.http_server import closed_port, fake_http, self_signed, silent_listener
+from tests.support.inv import clean_env
+from tests.support.inv import run_inv as inv
 
 ROOT = Path(__file__).resolve().parents[2]
 TIME_BOUND = 30.0  # seconds for one task run, silent peer included (read timeout 10 s)
@@ -61,20 +61,10 @@ def kubeconfig(path: Path, server: str, ca: Path | None = None) -> Path:
 def run_inv(
     args: list[str], *, cwd: Path, debug: bool = False, **environ: str
 ) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MANIFEST_", "DOCKER_"))}
+    env = clean_env(without=("DOCKER_",))
     env.update(COLUMNS="200", **environ)
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT)]
-        + (["--debug"] if debug else [])
-        + args,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    done = inv(*(["--debug"] if debug else []), *args, env=env, cwd=cwd, timeout=120)
     return done, time.monotonic() - started
 
 

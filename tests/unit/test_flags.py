@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import pytest
 from invoke.collection import Collection
 
 from ops.tasks.common import SHORT_FLAGS
+from tests.support.inv import clean_env
+from tests.support.inv import run_inv as inv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,19 @@ def all_tasks() -> dict[str, object]:
 
     collection: Collection = tasks.ns
     return {name: collection[name] for name in collection.task_names}
+
+
+def test_every_task_documents_its_flags() -> None:
+    """Every flag of every task in the collection has its help text (``inv --help TASK``)."""
+    tasks = all_tasks()
+    assert {"config", "backup.restore", "secrets.apply", "pipeline"} <= set(tasks)
+    undocumented = sorted(
+        f"inv {name} --{argument.name.replace('_', '-')}"
+        for name, task in tasks.items()
+        for argument in task.get_arguments()  # type: ignore[attr-defined]
+        if not (argument.help or "").strip()
+    )
+    assert not undocumented, "flags without help=: " + ", ".join(undocumented)
 
 
 def test_every_short_flag_has_one_meaning_in_every_task() -> None:
@@ -66,18 +80,10 @@ def test_flags_named_in_messages_exist() -> None:
 
 
 def run_inv(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env = clean_env()
     env.update(COLUMNS="200", KUBECONFIG=str(cwd / "no-kubeconfig"))
     (cwd / ".env").write_bytes(b"")
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
+    return inv(*args, env=env, cwd=cwd, timeout=60)
 
 
 def test_short_namespace_flag_in_restore(tmp_path: Path) -> None:

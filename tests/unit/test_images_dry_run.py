@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.inv import clean_env
+from tests.support.inv import run_inv as inv
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "never-print-this-password"
@@ -47,7 +48,7 @@ def workdir(tmp_path: Path) -> Path:
 def run_inv(
     workdir: Path, *args: str, current: str = "docker-desktop"
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env = clean_env()
     env.update(
         COLUMNS="200",
         DOCKER_HOST=f"unix://{workdir}/no-engine.sock",
@@ -55,15 +56,7 @@ def run_inv(
         MANIFEST_REGISTRY_USERNAME="ci-robot",
         MANIFEST_REGISTRY_PASSWORD=PASSWORD,
     )
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=workdir,
-        timeout=60,
-        check=False,
-    )
+    return inv(*args, env=env, cwd=workdir, timeout=60)
 
 
 def plan_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:

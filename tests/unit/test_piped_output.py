@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.inv import clean_env, run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_piped(*args: str, cwd: Path, **environ: str) -> subprocess.CompletedProcess[str]:
     """`inv` with stdout and stderr pipes, as narrow as rich's 80-column default."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env = clean_env()
     env.pop("COLUMNS", None)
     env.update(environ)
     (cwd / ".env").write_bytes(b"")
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
+    return run_inv(*args, env=env, cwd=cwd, timeout=60)
 
 
 def test_backup_list_keeps_whole_names(tmp_path: Path) -> None:

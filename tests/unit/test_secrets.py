@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from ops.secrets import (
     plan_from,
     read_value,
 )
+from tests.support.inv import clean_env, run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = "localhost:30002"
@@ -340,19 +340,10 @@ def test_check_rows(filled: Path) -> None:
 
 
 def inv(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_") and k != "KUBECONFIG"
-    }
+    env = clean_env(without=("KUBECONFIG",))
     env["MANIFEST_ENV_FILE"] = str(cwd / "empty.env")
     (cwd / "empty.env").write_text("")
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_inv(*args, cwd=cwd, env=env, timeout=60)
 
 
 def test_inv_secrets_init_prints_no_generated_value(tmp_path: Path) -> None:

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.inv import clean_env as without_settings
+from tests.support.inv import run_inv as inv
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_inv(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
+    return inv(*args, env=env, cwd=cwd, timeout=60)
 
 
 @pytest.fixture
 def clean_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env = without_settings()
     env["COLUMNS"] = "200"
     return env
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from ops import textfiles
 from ops.config import load_settings
 from ops.errors import FileError
 from ops.secrets import DOCKERCONFIGJSON, db_secret, pull_secret, read_value
+from tests.support.inv import clean_env, run_inv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,18 +130,10 @@ def test_unicode_registry_password_is_one_line_not_unexpected(tmp_path: Path) ->
     folder = tmp_path / "secrets"
     folder.mkdir()
     (folder / "registry_password.txt").write_bytes("pw\r\n".encode("utf-16-le"))  # no BOM
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
+    env = clean_env()
     env.update(COLUMNS="200", MANIFEST_SECRETS_DIR=str(folder))
     (tmp_path / ".env").write_bytes(b"")
-    done = subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    done = run_inv("config", env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
