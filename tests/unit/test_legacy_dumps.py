@@ -9,10 +9,8 @@ behaviour; no Windows machine runs here. The test pins the two to each other.)
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,8 @@ import pytest
 from ops.backups.files import BackupInfo, sha256_of, sidecar_of, verify_backup
 from ops.backups.legacy import import_backup, plan_import
 from ops.errors import CorruptBackup
+from tests.support.inv import clean_env
+from tests.support.inv import run_inv as inv
 from tests.support.windows import powershell51_redirect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,18 +113,9 @@ def test_a_custom_archive_through_powershell_is_refused(tmp_path: Path) -> None:
 
 
 def run_inv(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFEST_")}
-    env.update(COLUMNS="200", KUBECONFIG=str(cwd / "no-kubeconfig"))
+    env = clean_env(COLUMNS="200", KUBECONFIG=str(cwd / "no-kubeconfig"))
     (cwd / ".env").write_bytes(b"")
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
+    return inv(*args, env=env, cwd=cwd, timeout=60)
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
