@@ -2,8 +2,9 @@
 
 Every operation is a single SQL statement (``INSERT/UPDATE/DELETE ... RETURNING``), so it runs
 in autocommit: no BEGIN/ROLLBACK round trips around it, and it is atomic on its own. Each
-returns validated ``StudentPublic`` values, so the pooled connection is back in the pool
-before the response is serialised. The routes run these in the thread pool.
+returns plain values (``StudentPublic``; the list: ``StudentRecord`` dicts, cheaper for 100
+rows), so the pooled connection is back in the pool before the response is serialised. The
+routes run these in the thread pool.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, select, update
 
-from student_api.models import Student, StudentBase, StudentPublic
+from student_api.models import Student, StudentBase, StudentPublic, StudentRecord
 
 _COLUMNS = (Student.id, Student.name, Student.age)
+# Built once: a statement made per call costs more Python than the query's round trip.
+_LIST_QUERY = (
+    select(*_COLUMNS).order_by(Student.id).offset(bindparam("offset")).limit(bindparam("limit"))
+)
 
 
 @contextmanager
@@ -28,11 +33,11 @@ def _public(row: Row[int, str, int]) -> StudentPublic:
     return StudentPublic(id=row.id, name=row.name, age=row.age)
 
 
-def list_students(engine: Engine, *, offset: int, limit: int) -> list[StudentPublic]:
-    query = select(*_COLUMNS).order_by(Student.id).offset(offset).limit(limit)
+def list_students(engine: Engine, *, offset: int, limit: int) -> list[StudentRecord]:
+    """A page of students by id, as plain records (see ``StudentRecord``)."""
     with _autocommit(engine) as conn:
-        rows = conn.execute(query).all()
-    return [_public(row) for row in rows]
+        rows = conn.execute(_LIST_QUERY, {"offset": offset, "limit": limit}).all()
+    return [{"id": id_, "name": name, "age": age} for id_, name, age in rows]
 
 
 def get_student(engine: Engine, student_id: int) -> StudentPublic | None:

@@ -59,9 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Worker threads only ever do database work, so more threads than pooled connections
         # would just queue for one while contending for the GIL (measured: bench/app_bench.py).
+        # Not pool + overflow: under load the overflow connections would be opened and
+        # closed again and again (2 % of requests paid a new login in the bench).
         settings = runtime.settings
         threads = anyio.to_thread.current_default_thread_limiter()
-        threads.total_tokens = settings.db_pool_size + settings.db_max_overflow
+        threads.total_tokens = settings.db_pool_size
         runtime.probe_limiter = anyio.CapacityLimiter(2)
         runtime.start()
         try:

@@ -71,6 +71,29 @@ def test_ready_goes_false_when_the_database_stops_and_true_when_back(
     assert client.get("/api/student").status_code == 200
 
 
+def test_connections_the_server_closed_are_replaced_before_any_request_fails(
+    client: TestClient, postgres_server: PostgresServer, fresh_database: str
+) -> None:
+    # As after a database restart while the app was idle: every pooled connection is dead.
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.engine.connect(), runtime.engine.connect(), runtime.engine.connect():
+        pass  # three idle connections in the pool now
+    app_sessions = (
+        "FROM pg_stat_activity WHERE application_name = 'student-api' "
+        f"AND datname = '{fresh_database}'"
+    )
+    killed = postgres_server.psql(f"SELECT count(pg_terminate_backend(pid)) {app_sessions}")
+    deadline = time.monotonic() + 10
+    while postgres_server.psql(f"SELECT count(*) {app_sessions}") != "0":
+        assert time.monotonic() < deadline, "backends did not exit"
+        time.sleep(0.05)
+
+    statuses = [client.get("/api/student").status_code for _ in range(5)]
+
+    assert int(killed) >= 3
+    assert statuses == [200] * 5
+
+
 def _postgres_pids(server: PostgresServer) -> list[int]:
     postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
     children = []
