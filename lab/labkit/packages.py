@@ -32,6 +32,8 @@ PACKAGES = (
     "ca-certificates",
     # tests: the age CLI must open the suite's encrypted backups (and the daemon image has it)
     "age",
+    # app/tests/test_app_swagger_browser.py: Swagger UI rendered in headless Chromium, offline
+    "chromium",
 )
 
 
