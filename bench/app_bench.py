@@ -7,6 +7,11 @@ the same run, so the ratio says what the database round trip and 100-row seriali
 
     .venv/bin/python bench/app_bench.py                 # wrk if installed, else Python
     .venv/bin/python bench/app_bench.py --loadgen python --duration 5
+    .venv/bin/python bench/app_bench.py --before main --rounds 3   # this tree vs main's app
+
+``--before REF`` runs a second app from git ref REF's ``app/`` (same venv, same database)
+in the same run, and the rounds interleave the two, so a busy machine slows both alike;
+figures are medians over the rounds.
 
 Load generator: Debian's ``wrk`` (apt-get install wrk) is preferred; it needs little CPU,
 which matters on a 2-core machine where generator and server share the cores. The Python
@@ -25,6 +30,8 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -158,8 +165,13 @@ def run_python(url: str, path: str, *, connections: int, duration: int) -> Figur
 
 
 def start_app(
-    server: PostgresServer, database: str, port: int, log: Path
+    server: PostgresServer,
+    database: str,
+    port: int,
+    log: Path,
+    source: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``python -m student_api``; from ``source`` (a folder holding student_api/) if given."""
     env = {
         **os.environ,
         "DB_HOST": server.host,
@@ -172,10 +184,60 @@ def start_app(
         "SHUTDOWN_DELAY": "0",
         "LOG_LEVEL": "warning",
     }
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "student_api"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
+
+
+def export_app(ref: str, into: Path) -> Path:
+    """The app's package and migrations as git ref ``ref`` has them, under ``into``."""
+    archive = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "archive",
+            ref,
+            "app/student_api",
+            "app/alembic",
+            "app/alembic.ini",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tempfile.TemporaryFile() as tmp:
+        tmp.write(archive)
+        tmp.seek(0)
+        with tarfile.open(fileobj=tmp) as tar:
+            tar.extractall(into, filter="data")
+    return into / "app"
+
+
+def stop_app(app: subprocess.Popen[bytes]) -> None:
+    app.send_signal(signal.SIGTERM)
+    try:
+        app.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        app.kill()
+
+
+def median_figures(runs: list[Figures]) -> Figures:
+    """One Figures of medians (rps via requests over the median time per request)."""
+    first = runs[0]
+    rps = statistics.median(f.rps for f in runs)
+    cpu = statistics.median(f.cpu_ms_per_request for f in runs)
+    return Figures(
+        path=first.path,
+        requests=round(rps * 1000),
+        errors=sum(f.errors for f in runs),
+        seconds=1000.0,
+        p50_ms=statistics.median(f.p50_ms for f in runs),
+        p99_ms=statistics.median(f.p99_ms for f in runs),
+        server_cpu_s=cpu * rps,
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -211,74 +273,102 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50, help="concurrent connections")
     parser.add_argument("--rows", type=int, default=100, help="students in the table")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument(
+        "--before", metavar="REF", help="also run the app of git ref REF, interleaved (e.g. main)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (medians)")
     args = parser.parse_args()
     duration = min(max(args.duration, 1), 60)
+    rounds = min(max(args.rounds, 1), 9)
     loadgen = args.loadgen
     if loadgen == "auto":
         loadgen = "wrk" if shutil.which("wrk") else "python"
     run = run_wrk if loadgen == "wrk" else run_python
 
     server = start_postgres()
-    app: subprocess.Popen[bytes] | None = None
+    apps: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    runs: dict[tuple[str, str], list[Figures]] = {}
     try:
         database = server.create_database("bench")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        app = start_app(server, database, port, server.root / "app.log")
-        wait_ready(url)
+        sources: dict[str, Path | None] = {"this tree": None}
+        if args.before:
+            sources[f"before ({args.before})"] = export_app(args.before, server.root / "before")
+        for name, source in sources.items():
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            log = server.root / f"app-{len(apps)}.log"
+            apps[name] = (start_app(server, database, port, log, source), url)
+            wait_ready(url)
         server.psql(
             "INSERT INTO student (name, age) "
             f"SELECT 'Student ' || i, 18 + i % 50 FROM generate_series(1, {args.rows}) i",
             database,
         )
-        rows = httpx.get(url + LIST).json()
-        assert len(rows) == min(args.rows, 100), len(rows)
-        # Warm up both paths (connections in the pool, code paths imported).
-        for path in (LIVE, LIST):
-            run(url, path, connections=args.connections, duration=1)
-        results = [
-            measure(run, app.pid, url, path, connections=args.connections, duration=duration)
-            for path in (LIVE, LIST)
-        ]
+        answers = {httpx.get(url + LIST).content for _, url in apps.values()}
+        assert len(answers) == 1, "the apps answer GET /api/student differently"
+        assert len(httpx.get(next(iter(apps.values()))[1] + LIST).json()) == min(args.rows, 100)
+        # Warm up every path (connections in the pool, code paths imported).
+        for _, url in apps.values():
+            for path in (LIVE, LIST):
+                run(url, path, connections=args.connections, duration=1)
+        for _ in range(rounds):
+            for name, (app, url) in apps.items():
+                for path in (LIVE, LIST):
+                    figures = measure(
+                        run, app.pid, url, path, connections=args.connections, duration=duration
+                    )
+                    runs.setdefault((name, path), []).append(figures)
     finally:
-        if app is not None:
-            app.send_signal(signal.SIGTERM)
-            try:
-                app.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                app.kill()
+        for app, _ in apps.values():
+            stop_app(app)
         if server.is_running():
             server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
 
-    live, listing = results
     print(
         f"student API on loopback: {args.connections} connections, {duration}s per endpoint, "
-        f"load generator {loadgen}, {os.cpu_count()} CPUs shared by server and generator"
+        f"{rounds} round(s) (medians), load generator {loadgen}, "
+        f"{os.cpu_count()} CPUs shared by server and generator"
     )
     print(
-        f"{'endpoint':<32}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}"
+        f"{'app':<20}{'endpoint':<32}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'server CPU ms/req':>19}{'errors':>8}"
     )
-    for fig, label in (
-        (live, f"GET {LIVE} (baseline)"),
-        (listing, f"GET {LIST} ({args.rows} rows)"),
-    ):
-        print(
-            f"{label:<32}{fig.rps:>10.0f}{fig.p50_ms:>10.2f}{fig.p99_ms:>10.2f}"
-            f"{fig.cpu_ms_per_request:>19.3f}{fig.errors:>8}"
+    medians = {key: median_figures(figs) for key, figs in runs.items()}
+    for name in apps:
+        for path, label in (
+            (LIVE, f"GET {LIVE} (baseline)"),
+            (LIST, f"GET {LIST} ({args.rows} rows)"),
+        ):
+            fig = medians[(name, path)]
+            print(
+                f"{name:<20}{label:<32}{fig.rps:>8.0f}{fig.p50_ms:>9.2f}{fig.p99_ms:>9.2f}"
+                f"{fig.cpu_ms_per_request:>19.3f}{fig.errors:>8}"
+            )
+    for name in apps:
+        live, listing = medians[(name, LIVE)], medians[(name, LIST)]
+        cpu_ratio = (
+            f"{listing.cpu_ms_per_request / live.cpu_ms_per_request:.1f}x"
+            if live.cpu_ms_per_request
+            else "n/a (no /proc)"
         )
-    cpu_ratio = (
-        f"{listing.cpu_ms_per_request / live.cpu_ms_per_request:.1f}x"
-        if live.cpu_ms_per_request
-        else "n/a (no /proc)"
-    )
-    print(
-        f"ratio list/live: throughput {listing.rps / live.rps:.2f}x, "
-        f"p50 {listing.p50_ms / live.p50_ms:.1f}x, p99 {listing.p99_ms / live.p99_ms:.1f}x, "
-        f"server CPU per request {cpu_ratio}"
-    )
-    return 1 if live.errors or listing.errors else 0
+        print(
+            f"{name}: list/live throughput {listing.rps / live.rps:.2f}x, "
+            f"p50 {listing.p50_ms / live.p50_ms:.1f}x, p99 {listing.p99_ms / live.p99_ms:.1f}x, "
+            f"server CPU per request {cpu_ratio}"
+        )
+    if args.before:
+        now, before = (medians[(name, LIST)] for name in apps)
+        cpu_gain = (
+            f"{before.cpu_ms_per_request / now.cpu_ms_per_request:.2f}x less"
+            if now.cpu_ms_per_request
+            else "n/a"
+        )
+        print(
+            f"GET {LIST}, this tree vs {args.before}: req/s {now.rps / before.rps:.2f}x, "
+            f"p99 {now.p99_ms / before.p99_ms:.2f}x, server CPU per request {cpu_gain}"
+        )
+    return 1 if any(f.errors for figs in runs.values() for f in figs) else 0
 
 
 if __name__ == "__main__":
