@@ -158,6 +158,15 @@ def _base_url(registry: Registry, session: _Http) -> str:
                 return http
         except requests.RequestException:
             pass
+    if isinstance(tls_error, requests.exceptions.SSLError) and "not speak TLS" in _reason(
+        tls_error
+    ):
+        raise RegistryError(
+            f"registry {registry.host} does not speak TLS, and over http it did not answer "
+            "as a Docker registry",
+            hint=f"Check that {registry.host} is the registry's address "
+            "(setting registry / MANIFEST_REGISTRY).",
+        ) from tls_error
     if isinstance(tls_error, requests.exceptions.SSLError):
         raise RegistryError(
             f"registry {registry.host}: TLS verification failed ({_reason(tls_error)})",

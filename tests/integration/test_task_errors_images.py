@@ -161,3 +161,55 @@ def test_dry_run_touches_nothing(lab_env: dict[str, str], work: Path) -> None:
     assert "pipeline would:" in result.stdout
     assert "latest, v1-" in result.stdout and "rc1" in result.stdout
     assert lab_env["MANIFEST_REGISTRY_PASSWORD"] not in result.stdout + result.stderr
+
+
+# --- the registry's error matrix (the engine is real; the registry is the peer under test) ---
+
+REGISTRY_WORDS = {
+    "closed port": "unreachable (connection refused)",
+    "never answers": "unreachable (timed out)",
+    "wrong CA": "TLS verification failed",
+    "401": "push of",
+    "403": "push of",
+    "404": "HTTP 404",
+    "409": "HTTP 409",
+    "500": "HTTP 500",
+}
+
+
+@pytest.mark.parametrize("peer", REGISTRY_WORDS, ids=REGISTRY_WORDS)
+def test_push_against_a_failing_registry(
+    peer: str, lab_env: dict[str, str], work: Path, tmp_path: Path
+) -> None:
+    """A closed port, a silent listener, an untrusted certificate and the statuses a real
+    registry will not give on demand (tests/fakes/http_server.py, a fake): one line, exit 1,
+    in seconds, the same exit code with --debug."""
+    import time
+    from contextlib import ExitStack
+
+    from tests.fakes.http_server import closed_port, fake_http, silent_listener
+
+    built = run_inv("image.build", env=lab_env, cwd=work)
+    assert built.returncode == 0, built.stderr
+    with ExitStack() as stack:
+        if peer == "closed port":
+            port = closed_port()
+        elif peer == "never answers":
+            port = stack.enter_context(silent_listener())
+        elif peer == "wrong CA":
+            port = stack.enter_context(fake_http(200, tls_dir=tmp_path))
+        else:
+            port = stack.enter_context(fake_http(int(peer)))
+        # the image is tagged for the lab's registry; push it under the fake's name too
+        env = {**lab_env, "MANIFEST_REGISTRY": f"localhost:{port}", "MANIFEST_REGISTRY_CA_FILE": ""}
+        retag = run_inv("image.build", env=env, cwd=work)
+        assert retag.returncode == 0, retag.stderr
+        started = time.monotonic()
+        result = run_inv("image.push", env=env, cwd=work)
+        seconds = time.monotonic() - started
+        line = one_error_line(result)
+        assert REGISTRY_WORDS[peer] in line, line
+        assert result.returncode == 1 and "unexpected" not in line
+        assert seconds < 60, f"{seconds:.0f} s"
+        debug = run_inv("--debug", "image.push", env=env, cwd=work)
+        assert debug.returncode == 1 and "Traceback" in debug.stderr
