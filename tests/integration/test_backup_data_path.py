@@ -816,3 +816,38 @@ def test_an_interrupted_restore_names_its_safety_backup_and_changes_nothing(
     safety = Path(str(caught.value.context["safety_backup"]))
     assert safety.is_file() and f"the safety backup taken before is {safety}" in str(caught.value)
     assert plain_sql(postgres_server, db) == before
+
+
+@pytest.mark.parametrize("sidecar", [True, False], ids=["with-sidecar", "without-sidecar"])
+def test_a_restore_reads_the_dumps_header_once(tmp_path, source, monkeypatch, sidecar):
+    """Seen: one restore asked pgformat for the same header up to three times (the plan,
+    the check, the restore); the check's result now carries it."""
+    from ops import pgformat
+    from ops.backups import session as restore_session
+    from ops.config import load_settings
+
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt="custom")
+    if not sidecar:
+        sidecar_of(path).unlink()
+    settings = load_settings(
+        {"database": source.database, "backups_dir": str(tmp_path)}, environ={}
+    )
+    # The pod lookup is the one thing here without a cluster: the local PostgreSQL stands in.
+    monkeypatch.setattr(restore_session, "restore_source", lambda _settings: source)
+    reads = []
+    real_read_header = pgformat.read_header
+
+    def counting(head, **kw):
+        reads.append(kw.get("name"))
+        return real_read_header(head, **kw)
+
+    monkeypatch.setattr(pgformat, "read_header", counting)
+    prepared = restore_session.prepare_restore(
+        settings, file=path, from_daemon=None, require_sidecar=sidecar, safety_backup=False
+    )
+    report = restore_session.run_restore(prepared)
+    assert len(reads) == 1, reads
+    assert report.tables == {"public.blobs": 2000, "public.student": 20000}
+    checks = " ".join(prepared.verification.checks)
+    assert ("sha256 matches" in checks) == sidecar
+    assert ("full read by pg_restore" in checks) == (not sidecar)
