@@ -226,9 +226,11 @@ def restore_backup(
 
     ``verified``: a check of this file made before (while the user read the plan); it
     stands if the file has not changed since, else the file is checked again.
-    An encrypted file needs ``identities``: it is decrypted (and so authenticated) in
-    full by the check, before the database is touched, then again while it streams into
-    the pod. ``recipients``: the safety backup is encrypted to them.
+    An encrypted file needs ``identities``: the check opens it before the database is
+    touched (in full when no sidecar of backup.now vouches for it), then it is decrypted
+    while it streams into the pod; a chunk failing age's authentication there ends the
+    stream, and the transaction is never committed. ``recipients``: the safety backup is
+    encrypted to them.
     """
     verification = verified
     if verification is None or verification.path != path or not verification.still_valid():
@@ -238,6 +240,7 @@ def restore_backup(
             progress=progress,
             require_sidecar=require_sidecar,
             identities=identities,
+            decrypt_all=False,
         )
     if verification.encrypted and (identities is None or verification.plain_size is None):
         raise BackupKeyError(f"{path.name} is encrypted: restoring it needs your identity")

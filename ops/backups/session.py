@@ -189,6 +189,7 @@ def _verify_for_restore(
         progress=progress,
         require_sidecar=require_sidecar,
         identities=identities,
+        decrypt_all=False,
     )
 
 

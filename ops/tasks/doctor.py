@@ -35,4 +35,3 @@ def doctor(
         console.info(line)
     if failed(checks):
         raise Exit(code=1)
-

@@ -266,3 +266,30 @@ def test_closing_a_reader_early_stops_its_pump(pair):
     assert len(reader.read(1000)) == 1000
     reader.close()  # the pump is blocked on a full hand-off: it must stop, not hang
     assert not reader._thread.is_alive()
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 2 * 65536, 300_001])
+def test_plain_size_from_the_ciphertext_size_and_the_head(pair, tmp_path, size):
+    p, path = pair
+    data = os.urandom(size)
+    f = tmp_path / "x.age"
+    f.write_bytes(encrypt(data, [p.recipient, agecrypt.generate().recipient]))
+    assert agecrypt.plain_size_of(f) == size
+    opened = agecrypt.open_head(f, agecrypt.read_identities(path), head=70_000)
+    assert opened.head == data[:70_000] and opened.plain_size == size
+
+
+def test_open_head_refuses_another_key_and_an_impossible_size(pair, tmp_path):
+    p, _ = pair
+    f = tmp_path / "x.age"
+    ct = encrypt(os.urandom(200_000), [p.recipient])
+    f.write_bytes(ct)
+    other = tmp_path / "other.txt"
+    agecrypt.write_identity_file(other, agecrypt.generate())
+    with pytest.raises(BackupKeyError, match="not one of the file's recipients"):
+        agecrypt.open_head(f, agecrypt.read_identities(other))
+    # Cut so that only 5 bytes of a last chunk remain: less than its tag.
+    payload_start = ct.index(b"\n", ct.index(b"\n--- ") + 1) + 1 + 16
+    f.write_bytes(ct[: payload_start + 3 * (65536 + 16) + 5])
+    with pytest.raises(CorruptBackup, match="cannot be that of an age file"):
+        agecrypt.plain_size_of(f)
