@@ -3,6 +3,7 @@ age-encrypted dump restored with --from-daemon (decrypted on this machine)."""
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import subprocess
@@ -16,12 +17,15 @@ from ops.backups.pods import daemon_runner
 from ops.config import load_settings
 from ops.errors import BackupKeyError
 from tests.e2e import test_backup_e2e as plain_e2e
+from tests.e2e import test_manifests_e2e as manifests_e2e
+from tests.manifests.render import find
 
 pytestmark = pytest.mark.e2e
 
 lab = plain_e2e.lab  # the same namespace: postgres-0 (seeded) and the backup daemon
 fingerprint = plain_e2e.fingerprint
 psql = plain_e2e.psql
+dynamic = manifests_e2e.dynamic  # the manifests' tests' DynamicClient fixture
 MARKER = "Ciphertext-Only-Marker-Row-8086"
 
 
@@ -137,3 +141,55 @@ def test_the_daemons_encrypted_dump_restores_from_daemon(keyed):
     )
     backups.run_restore(session)
     assert fingerprint(runner) == before
+
+
+def test_the_shipped_daemon_encrypts_with_the_recipients_configmap(
+    dynamic, core_v1, namespace, kube_context, registry, tmp_path
+):
+    """k8s/overlays/test as shipped (read-only root, the ConfigMap mount), with a public
+    key in backup-recipients: the daemon's dumps are ciphertext on the volume."""
+    pair = agecrypt.generate()
+    manifests_e2e.secrets_apply(namespace, kube_context, registry, tmp_path)
+    manifests = [
+        m
+        for m in manifests_e2e.rendered("test")
+        if m["metadata"]["name"] not in ("manifest-app", "manifest-app-service")
+        and m["kind"] != "Ingress"
+    ]
+    recipients = next(
+        m for m in manifests if m["kind"] == "ConfigMap" and "recipients.txt" in m["data"]
+    )
+    recipients["data"]["recipients.txt"] += f"{pair.recipient}\n"
+    assert find(manifests, "Deployment", "postgres-backup")
+    manifests_e2e.apply(dynamic, manifests, namespace, dry_run=False)
+
+    backup = "app.kubernetes.io/name=postgres-backup"
+    log: dict[str, str] = {}
+
+    def sealed_backup() -> bool:
+        pods = core_v1.list_namespaced_pod(namespace, label_selector=backup).items
+        running = [p for p in pods if p.status.phase == "Running"]
+        if not running:
+            return False
+        log["text"] = core_v1.read_namespaced_pod_log(running[0].metadata.name, namespace)
+        return " backup ok file=continuous-" in log["text"]
+
+    manifests_e2e.wait_for(
+        sealed_backup,
+        timeout=240,
+        what="the daemon's first encrypted backup",
+        explain=lambda: manifests_e2e.pod_problem(core_v1, namespace, backup),
+    )
+    assert "encryption=age recipients=1" in log["text"]
+    assert ".sql.age bytes=" in log["text"]
+
+    settings = load_settings({"context": kube_context, "namespace": namespace})
+    daemon = daemon_runner(settings)
+    (name,) = [b.name for b in list_daemon(daemon, check=True) if b.verified == "sha256 ok"][:1]
+    assert name.endswith(".sql.age")
+    data = daemon.run(["cat", f"/backups/{name}"]).stdout
+    assert agecrypt.is_encrypted(data) and b"PostgreSQL database dump" not in data
+    identity = tmp_path / "identity.txt"
+    agecrypt.write_identity_file(identity, pair)
+    plain = agecrypt.check_stream(io.BytesIO(data), agecrypt.read_identities(identity), name=name)
+    assert b"PostgreSQL database dump complete" in plain.tail
