@@ -427,7 +427,7 @@ def _create(api: CoreV1Api, want: DesiredSecret, namespace: str, labels: Mapping
     except NotFound as exc:
         raise NotFound(
             f"namespace {namespace!r} not found",
-            hint=f"Create it first (kubectl create namespace {namespace}), or pick --namespace.",
+            hint="Run `inv deploy` (it creates the namespace and applies k8s/), or pick --namespace.",
             namespace=namespace,
         ) from exc
     except ClusterError as exc:

@@ -650,3 +650,45 @@ def test_a_100_mib_field_restores_and_a_server_too_small_says_why(lab, core_v1):
         what="the server back after crash recovery",
     )
     assert plain_dump(runner) == before  # nothing lost
+
+
+def test_an_old_scripts_powershell_dump_restores_on_the_cluster(lab):
+    """backup-now.ps1's file (pg_dump through Windows PowerShell 5.1's `>`: UTF-16 LE, CRLF,
+    code page 850) is refused by restore with the command that fixes it, imported, and
+    restored with the original's data: non-ASCII, tabs, backslashes, newlines."""
+    from tests.support.windows import powershell51_redirect
+
+    settings, runner = lab
+    psql(
+        runner,
+        "INSERT INTO student (name, age) VALUES ('Jürgen Größe € 😀', 30), "
+        "(E'tab\\there back\\\\slash', 31), (E'two\\nlines\\r\\nand cr', 32)",
+    )
+    original = plain_dump(runner)
+    before = fingerprint(runner)
+    dumped = io.BytesIO()  # as the old script: kubectl exec ... pg_dump > backup.sql
+    runner.run(pg_command("pg_dump", "--format=plain", "-d", "studentdb"), stdout=dumped)
+    old = settings.backups_dir.parent / "backup-20250203-1130.sql"
+    old.write_bytes(powershell51_redirect(dumped.getvalue()))
+
+    refused = run_inv(settings, "backup.restore", "--file", str(old), "--yes")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert f"inv backup.import {old}" in refused.stderr and "UTF-16 LE" in refused.stderr
+
+    imported = inv(
+        "backup.import",
+        str(old),
+        "--backups-dir",
+        str(settings.backups_dir),
+        env=clean_env(COLUMNS="250"),
+    )
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert "code page 850" in imported.stdout
+    made = settings.backups_dir / "backup-20250203-1130-imported.sql"
+
+    psql(runner, "DELETE FROM student WHERE id % 2 = 0; UPDATE student SET name = 'changed'")
+    done = run_inv(settings, "backup.restore", "--file", str(made), "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fingerprint(runner) == before
+    assert plain_dump(runner) == original
+    assert "Jürgen Größe € 😀" in psql(runner, "SELECT name FROM student WHERE age = 30")

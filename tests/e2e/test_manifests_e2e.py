@@ -142,23 +142,45 @@ def app_image(
         docker_engine.images.remove(image, force=True)
 
 
-def secrets_apply(namespace: str, context: str, registry: Registry, folder: Path) -> None:
-    """db-credentials and harbor-regcred, made by the task itself."""
+NOTEPAD_BOM, NOTEPAD_EOL = b"\xef\xbb\xbf", b"\r\n"  # Notepad's "UTF-8 with BOM", CRLF
+
+
+def secrets_apply(namespace: str, context: str, registry: Registry, folder: Path) -> dict[str, str]:
+    """db-credentials and harbor-regcred, made by the task itself from files saved as
+    Windows Notepad saves them (UTF-8 with BOM, CRLF). Returns the values typed in them."""
     secrets = folder / "secrets"
     secrets.mkdir()
-    for name, value in {
+    values = {
         "db_username": "app_user",
         "db_password": "e2e-" + uuid.uuid4().hex,
         "registry_username": registry.user,
         "registry_password": registry.password,
-    }.items():
-        (secrets / f"{name}.txt").write_text(value + "\n")
+    }
+    for name, value in values.items():
+        (secrets / f"{name}.txt").write_bytes(NOTEPAD_BOM + value.encode() + NOTEPAD_EOL)
     (folder / "empty.env").write_text("")
     env = clean_env()
     env["MANIFEST_ENV_FILE"] = str(folder / "empty.env")
     where = ["--context", context, "--namespace", namespace]
     result = run_inv("secrets.apply", *where, cwd=folder, env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+    return values
+
+
+def assert_secrets_hold_the_typed_values(
+    core_v1: Any, namespace: str, values: dict[str, str], registry: Registry
+) -> None:
+    """Seen: Notepad's BOM went into db-credentials and into harbor-regcred's auth."""
+    import base64
+
+    db = core_v1.read_namespaced_secret("db-credentials", namespace).data
+    assert base64.b64decode(db["password"]) == values["db_password"].encode()
+    assert base64.b64decode(db["username"]) == values["db_username"].encode()
+    regcred = core_v1.read_namespaced_secret("harbor-regcred", namespace).data
+    config = json.loads(base64.b64decode(regcred[".dockerconfigjson"]))
+    auth = base64.b64decode(config["auths"][registry.host]["auth"])
+    assert auth == f"{values['registry_username']}:{values['registry_password']}".encode()
+    assert b"\xef\xbb\xbf" not in auth and b"\r" not in auth
 
 
 def pod_problem(core_v1: Any, namespace: str, selector: str) -> str:
@@ -199,7 +221,8 @@ def test_the_test_overlay_runs_on_the_lab_cluster(
     from kubernetes import client
 
     apps = client.AppsV1Api(core_v1.api_client)
-    secrets_apply(namespace, kube_context, registry, tmp_path)
+    typed = secrets_apply(namespace, kube_context, registry, tmp_path)
+    assert_secrets_hold_the_typed_values(core_v1, namespace, typed, registry)
     manifests = rendered("test")
     deployment = find(manifests, "Deployment", "manifest-app")
     deployment["spec"]["template"]["spec"]["containers"][0]["image"] = app_image
@@ -224,6 +247,19 @@ def test_the_test_overlay_runs_on_the_lab_cluster(
     )
     pvc = core_v1.read_namespaced_persistent_volume_claim("postgres-data-postgres-0", namespace)
     assert pvc.status.phase == "Bound"
+    # PostgreSQL took the password as typed into Notepad (no BOM): a TCP login with it works.
+    login = exec_in(
+        core_v1,
+        namespace,
+        "postgres-0",
+        [
+            "env",
+            f"PGPASSWORD={typed['db_password']}",
+            "psql", "-h", "127.0.0.1", "-U", typed["db_username"], "-d", "studentdb",
+            "-tAc", "SELECT 'logged-in'",
+        ],
+    )  # fmt: skip
+    assert "logged-in" in login, login
 
     backup = "app.kubernetes.io/name=postgres-backup"
 
