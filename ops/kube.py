@@ -29,7 +29,7 @@ READ_TIMEOUT = 10.0
 # server that accepts and never answers costs one READ_TIMEOUT, not four.
 CONNECT_RETRIES = 1
 
-DEPLOY_HINT = "run `inv deploy` (it creates the namespace and applies k8s/), or pick --namespace"
+DEPLOY_HINT = "Run `inv deploy` (it creates the namespace and applies k8s/), or pick --namespace."
 _KINDS = {
     "namespaces": "namespace",
     "pods": "pod",
@@ -250,7 +250,7 @@ def _status_error(exc: Any, method: str, url: str) -> OpsError:
     if status == 404:
         error = _hybrid(NotFound)(
             f"{label} not found{where}",
-            hint=DEPLOY_HINT[0].upper() + DEPLOY_HINT[1:] + ".",
+            hint=DEPLOY_HINT,
             namespace=namespace,
             name=name or None,
         )

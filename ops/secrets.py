@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from ops import textfiles
 from ops.config import MASK, Settings, env_var
 from ops.errors import ClusterError, FileError, NotFound, SecretsError
-from ops.kube import KubeTarget, api_client, api_errors, resolve_target
+from ops.kube import DEPLOY_HINT, KubeTarget, api_client, api_errors, resolve_target
 from ops.plan import Ask, Item, Plan
 
 if TYPE_CHECKING:
@@ -427,7 +427,7 @@ def _create(api: CoreV1Api, want: DesiredSecret, namespace: str, labels: Mapping
     except NotFound as exc:
         raise NotFound(
             f"namespace {namespace!r} not found",
-            hint="Run `inv deploy` (it creates the namespace and applies k8s/), or pick --namespace.",
+            hint=DEPLOY_HINT,
             namespace=namespace,
         ) from exc
     except ClusterError as exc:
