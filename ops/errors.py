@@ -196,3 +196,21 @@ class BackupKeyError(BackupError):
         "Set MANIFEST_BACKUP_IDENTITY_FILE (or secrets/backup_identity.txt) to the private key "
         "made by `inv backup.keygen`."
     )
+
+
+def local_file_error(exc: OSError) -> OpsError:
+    """An OSError about a local file or folder as one line naming it (the suite's boundary
+    with the local file system; see ``ops.tasks.common.ops_task``)."""
+    names = " → ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)
+    reason = exc.strerror or type(exc).__name__
+    hints = {
+        "FileExistsError": "Something else already has that name: pick another path.",
+        "NotADirectoryError": "A file stands where a folder is needed: pick another path.",
+        "IsADirectoryError": "A folder stands where a file is needed: name the file.",
+        "PermissionError": "Check the permissions of the file and the folders above it.",
+        "FileNotFoundError": "Check the path.",
+    }
+    return OpsError(
+        f"cannot use {names}: {reason}",
+        hint=hints.get(type(exc).__name__, "Check the path, free disk space and permissions."),
+    )

@@ -15,7 +15,7 @@ from invoke.tasks import Task
 
 from ops import console
 from ops.config import Settings, load_settings
-from ops.errors import OpsError
+from ops.errors import OpsError, local_file_error
 from ops.plan import Plan
 
 __all__ = [
@@ -98,6 +98,12 @@ def ops_task(*args: Any, **kwargs: Any) -> Any:
             except Exception as exc:
                 if debug_enabled():
                     traceback.print_exc()
+                if isinstance(exc, OSError) and exc.filename is not None:
+                    # The local file system's boundary: one line naming the path. (Socket
+                    # errors have no filename; each client maps its own.)
+                    file_error = local_file_error(exc)
+                    console.failure(file_error)
+                    raise Exit(code=file_error.exit_code) from None
                 console.error_line(
                     f"unexpected {type(exc).__name__}: {exc}",
                     hint="Run again as `inv --debug ...` for the traceback, and report it.",

@@ -74,7 +74,8 @@ def assert_one_line(
     result, seconds = run_inv(args, cwd=cwd, **environ)
     output = result.stdout + result.stderr
     assert result.returncode == code, output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # (progress lines, indented, may come first off a terminal)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and line[0] != " "]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and words in lines[0], lines[0]
     assert "Traceback" not in output and "unexpected" not in output
@@ -227,3 +228,19 @@ def test_exec_stream_failures(peer: str, tmp_path: Path) -> None:
             PodExec(target, "postgres-0").run(["true"])
         assert time.monotonic() - started < TIME_BOUND
     assert EXEC_WORDS[peer] in caught.value.message, caught.value.message
+
+
+def test_a_local_file_problem_is_one_line_naming_the_path(workdir: Path) -> None:
+    """The local file system's boundary: a file where the backups folder should be."""
+    old = workdir / "old.sql"
+    old.write_bytes(
+        b"--\n-- PostgreSQL database dump\n--\n\n-- PostgreSQL database dump complete\n"
+    )
+    blocker = workdir / "not-a-folder"
+    blocker.write_bytes(b"")
+    assert_one_line(
+        ["backup.import", str(old), "--backups-dir", str(blocker)],
+        cwd=workdir,
+        code=1,
+        words=f"cannot use {blocker}",
+    )
