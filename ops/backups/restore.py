@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -146,17 +147,17 @@ def _restore_stream(
                 restore_command(database, fmt), stdin=stream, stdin_size=total, progress=advance
             )
         except ExecFailed as exc:
-            if server_went_away(exc.message):
+            detail = " ".join(exc.message.split())  # one line, whatever stderr held
+            if server_went_away(detail):
                 raise ServerKilled(
-                    f"restore of {path.name} into {database!r} failed: the PostgreSQL server "
-                    "process was killed in the middle of it, most likely out of memory "
-                    "(its container's memory limit); the transaction was rolled back, the "
-                    f"backup itself is fine ({exc.message})",
+                    f"restore of {path.name} into {database!r} failed: a PostgreSQL process "
+                    "was killed in the middle of it (the server's, or the restore client's "
+                    "beside it), most likely out of memory (its container's memory limit); "
+                    f"the transaction was rolled back, the backup itself is fine ({detail})",
                     database=database,
                 ) from exc
             raise RestoreFailed(
-                f"restore of {path.name} into {database!r} failed, nothing was changed: "
-                f"{exc.message}",
+                f"restore of {path.name} into {database!r} failed, nothing was changed: {detail}",
                 database=database,
             ) from exc
 
@@ -173,9 +174,12 @@ _SERVER_WENT_AWAY = (
 
 
 def server_went_away(message: str) -> bool:
-    """The restore failed because the server process died, not because of the dump."""
+    """The restore failed because a process died (the server's, or a client's killed in the
+    same container: the shell reports it as "Killed"), not because of the dump."""
     lowered = message.lower()
-    return any(marker in lowered for marker in _SERVER_WENT_AWAY)
+    if any(marker in lowered for marker in _SERVER_WENT_AWAY):
+        return True
+    return re.search(r"(^|[\s:])Killed($|\s)|exited with 137\b", message) is not None
 
 
 def cross_database_check(

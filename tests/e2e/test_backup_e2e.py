@@ -312,8 +312,9 @@ def test_a_restore_leaves_exactly_the_backup_and_never_crosses_databases(lab):
         settings, "backup.restore", "--file", str(path), "--database", "otherdb", "--yes"
     )
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    errors = [line for line in refused.stderr.splitlines() if line.strip()]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "backup is of database 'studentdb'" in errors[0], errors
+    assert refused.stderr.rstrip().endswith(errors[0])  # progress above it, the error last
     assert "--from-database studentdb" in errors[0] and "Traceback" not in refused.stderr
     assert psql(runner, "SELECT x FROM own_table", "otherdb") == "42"
 

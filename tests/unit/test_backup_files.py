@@ -154,3 +154,20 @@ def test_a_backup_of_another_database_is_refused_unless_its_source_is_named():
         cross_database_check("a", "b", "c")
     ((label, text),) = cross_database_check("a", "b", "a")
     assert label == "WARNING" and "'a'" in text and "'b'" in text
+
+
+@pytest.mark.parametrize(
+    ("stderr", "killed"),
+    [
+        ("psql exited with 2: server closed the connection unexpectedly", True),
+        ("FATAL: terminating connection because of crash of another server process", True),
+        # recorded on the lab cluster: the OOM killer took a process in postgres-0
+        ("pg_restore in pod postgres-0 (manifest-lab/ns) exited with 2: Killed", True),
+        ("psql exited with 3: ERROR: division by zero", False),
+        ('psql exited with 3: ERROR: role "Killed" does not exist', False),
+    ],
+)
+def test_a_killed_process_is_told_apart_from_a_bad_dump(stderr: str, killed: bool) -> None:
+    from ops.backups.restore import server_went_away
+
+    assert server_went_away(stderr) is killed
