@@ -144,6 +144,7 @@ def test_pipeline_builds_pushes_and_rolls_out(
     started = time.monotonic()
     third = pipeline("--undo-on-failure", "--timeout", "300")
     elapsed = time.monotonic() - started
+    print(f"crash-looping pipeline: build, push, fail fast and undo in {elapsed:.0f} s")
     assert third.returncode == 1, third.stdout + third.stderr
     errors = [line for line in third.stderr.splitlines() if line.startswith("error:")]
     assert "Traceback" not in third.stdout + third.stderr
