@@ -26,6 +26,9 @@ from tests.support.services import missing
 
 DEFAULT_CONTEXT = "manifest-lab"
 PULL_SECRET = "harbor-regcred"
+ROOT = Path(__file__).resolve().parents[2]
+APP_DIR = ROOT / "app"
+APP_REPOSITORY = "localhost:30002/studenten/manifest-app"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +162,62 @@ def docker_client() -> Iterator[Any]:
         missing(f"the Docker engine at {os.environ['DOCKER_HOST']} does not answer: {exc}")
     yield engine
     engine.close()
+
+
+def copy_app_context(folder: Path) -> Path:
+    """app/ without its tests, plus the host's CA bundle for pip behind a TLS proxy."""
+    import shutil
+
+    from tests.support.services import host_ca_bundle
+
+    if not (APP_DIR / "Dockerfile").is_file():
+        missing("app/Dockerfile is missing")
+    for entry in APP_DIR.iterdir():
+        if entry.name in ("tests", "__pycache__") or entry.name.endswith(".egg-info"):
+            continue
+        if entry.is_dir():
+            shutil.copytree(
+                entry, folder / entry.name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(entry, folder / entry.name)
+    ca = host_ca_bundle()
+    if ca is not None:
+        shutil.copy2(ca, folder / "extra-ca.crt")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def app_image(
+    docker_client: Any, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The app built from app/ on the lab's Python image, pushed under a tag of its own
+    (once per session: several modules deploy it)."""
+    base = os.environ.get("MANIFEST_TEST_PYTHON_IMAGE", "")
+    if not base:
+        missing("MANIFEST_TEST_PYTHON_IMAGE not set (source the lab env)")
+    context = copy_app_context(tmp_path_factory.mktemp("app-context"))
+    tag = f"e2e-{uuid.uuid4().hex[:10]}"
+    image = f"{APP_REPOSITORY}:{tag}"
+    started = time.monotonic()
+    docker_client.images.build(
+        path=str(context), tag=image, buildargs={"BASE_IMAGE": base}, rm=True, forcerm=True
+    )
+    built = time.monotonic()
+    errors = [
+        chunk["error"]
+        for chunk in docker_client.api.push(
+            APP_REPOSITORY, tag=tag, stream=True, decode=True, auth_config=registry.auth_config()
+        )
+        if "error" in chunk
+    ]
+    assert errors == [], errors
+    pushed = time.monotonic()
+    print(f"app image {image}: built in {built - started:.0f} s, pushed in {pushed - built:.0f} s")
+    try:
+        yield image
+    finally:
+        docker_client.images.remove(image, force=True)
 
 
 def wait_until(

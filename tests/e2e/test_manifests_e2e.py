@@ -10,11 +10,8 @@ PostgreSQL image with it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +21,12 @@ from tests.e2e.conftest import Registry, wait_until
 from tests.manifests.render import K8S, OVERLAYS, Manifest, find, find_kustomize, in_namespace
 from tests.manifests.render import render as kustomize_build
 from tests.support.inv import clean_env, run_inv
-from tests.support.services import host_ca_bundle, missing, require
+from tests.support.services import missing
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_DIR = ROOT / "app"
 FIELD_MANAGER = "manifest-e2e"
-APP_REPOSITORY = "localhost:30002/studenten/manifest-app"
 
 
 def rendered(overlay: str) -> list[Manifest]:
@@ -82,64 +77,6 @@ def test_server_side_dry_run_apply(
 
 
 # --- the test overlay, for real --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def docker_engine() -> Iterator[Any]:
-    require(bool(os.environ.get("DOCKER_HOST")), "DOCKER_HOST not set (source the lab env)")
-    import docker
-
-    try:
-        engine = docker.from_env()
-        engine.ping()
-    except docker.errors.DockerException as exc:
-        missing(f"Docker engine at {os.environ['DOCKER_HOST']} not reachable: {exc}")
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module")
-def app_image(
-    docker_engine: Any, registry: Registry, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The app built from app/ on the lab's Python image, pushed under a tag of its own."""
-    base = os.environ.get("MANIFEST_TEST_PYTHON_IMAGE", "")
-    require(bool(base), "MANIFEST_TEST_PYTHON_IMAGE not set (source the lab env)")
-    require((APP_DIR / "Dockerfile").is_file(), "app/Dockerfile is missing")
-    context = tmp_path_factory.mktemp("app-context")
-    for entry in APP_DIR.iterdir():
-        if entry.name in ("tests", "__pycache__") or entry.name.endswith(".egg-info"):
-            continue
-        if entry.is_dir():
-            shutil.copytree(
-                entry, context / entry.name, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        else:
-            shutil.copy2(entry, context / entry.name)
-    ca = host_ca_bundle()
-    if ca is not None:
-        shutil.copy2(ca, context / "extra-ca.crt")
-    tag = f"e2e-{uuid.uuid4().hex[:10]}"
-    image = f"{APP_REPOSITORY}:{tag}"
-    started = time.monotonic()
-    docker_engine.images.build(
-        path=str(context), tag=image, buildargs={"BASE_IMAGE": base}, rm=True, forcerm=True
-    )
-    built = time.monotonic()
-    errors = [
-        chunk["error"]
-        for chunk in docker_engine.api.push(
-            APP_REPOSITORY, tag=tag, stream=True, decode=True, auth_config=registry.auth_config()
-        )
-        if "error" in chunk
-    ]
-    assert errors == [], errors
-    pushed = time.monotonic()
-    print(f"app image {image}: built in {built - started:.0f} s, pushed in {pushed - built:.0f} s")
-    try:
-        yield image
-    finally:
-        docker_engine.images.remove(image, force=True)
 
 
 NOTEPAD_BOM, NOTEPAD_EOL = b"\xef\xbb\xbf", b"\r\n"  # Notepad's "UTF-8 with BOM", CRLF
