@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from invoke.context import Context
 
 from ops import console
-from ops.tasks.common import carry_out, ops_task, settings_for
+from ops.tasks.common import carry_out, ops_task, settings_for, show_plan
 from ops.tasks.render import run_deploy
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def deploy(
         console.explain(settings, DEPLOY_SETTINGS)
     plan = plan_deploy(settings, prune=prune, image=image)
     if plan.work.argocd:
-        carry_out(plan, lambda _: None, dry_run=True)
+        show_plan(plan, dry_run=dry_run)  # says that ArgoCD owns them; nothing to act on
         return
 
     def act(plan: Plan[DeployWork]) -> DeployReport:
