@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol
 
+from ops import textfiles
 from ops.errors import BackupKeyError, ConfigError, CorruptBackup
 
 MAGIC = b"age-encryption.org/v1\n"
@@ -102,13 +103,14 @@ def read_identities(path: Path) -> list[Any]:
         ) from None
     except OSError as exc:
         raise BackupKeyError(f"cannot read identity file {path}: {exc.strerror}") from exc
-    if data.lstrip().startswith(b"-----BEGIN"):
+    text = textfiles.decode(data, name=str(path))  # Notepad's BOM, UTF-16, CRLF: all read
+    if text.lstrip().startswith("-----BEGIN"):
         try:
-            return [pyrage.ssh.Identity.from_buffer(data)]
+            return [pyrage.ssh.Identity.from_buffer(text.encode())]
         except pyrage.IdentityError as exc:
             raise BackupKeyError(f"{path} is not a usable SSH private key: {exc}") from None
     identities = []
-    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

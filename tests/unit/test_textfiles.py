@@ -139,3 +139,21 @@ def test_unicode_registry_password_is_one_line_not_unexpected(tmp_path: Path) ->
     assert len(lines) == 1, done.stderr
     assert "registry_password.txt looks like UTF-16 without a byte order mark" in lines[0]
     assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode(),  # Notepad UTF-8 BOM
+        lambda text: b"\xff\xfe" + text.replace("\n", "\r\n").encode("utf-16-le"),  # "Unicode"
+    ],
+    ids=["notepad-utf8-bom-crlf", "notepad-unicode-crlf"],
+)
+def test_an_age_identity_saved_by_notepad(encode: object, tmp_path: Path) -> None:
+    from ops import agecrypt
+
+    pair = agecrypt.generate()
+    path = tmp_path / "backup_identity.txt"
+    path.write_bytes(encode(f"# created: today\n{pair.identity}\n"))  # type: ignore[operator]
+    identities = agecrypt.read_identities(path)
+    assert agecrypt.public_keys(identities) == [pair.recipient]
