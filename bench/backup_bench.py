@@ -3,6 +3,7 @@
     . /tmp/manifest-lab/env
     .venv/bin/python bench/backup_bench.py [--scale 60] [--random-mib 256]
     .venv/bin/python bench/backup_bench.py --crypto-only [--crypto-mib 512]
+    .venv/bin/python bench/backup_bench.py --encryption-only [--scale 10 --random-mib 64]
 
 Needs the lab cluster (KUBECONFIG, MANIFEST_TEST_KUBE_CONTEXT, MANIFEST_TEST_POSTGRES_IMAGE,
 MANIFEST_TEST_REGISTRY*) and kubectl. In a namespace of its own (deleted at the end) it
@@ -283,6 +284,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the namespace afterwards")
     parser.add_argument("--crypto-mib", type=int, default=512, help="Size for the raw age rates")
     parser.add_argument("--crypto-only", action="store_true", help="Only the raw age rates")
+    parser.add_argument(
+        "--encryption-only",
+        action="store_true",
+        help="Only backup.now and backup.restore, plain and encrypted (a quick comparison)",
+    )
     args = parser.parse_args()
     crypto_rates(args.crypto_mib)
     if args.crypto_only:
@@ -345,6 +351,14 @@ def main() -> None:
             s, rss = timed([*inv, "backup.now", *where], env=sealed_env)
             sealed = next(work.glob("*.dump.age"))
             record("crypto", "inv backup.now, age-encrypted", s, rss, sealed.stat().st_size)
+            restore_task = ["backup.restore", "--file", str(ours), "--yes", "--no-safety-backup"]
+            sealed_task = ["backup.restore", "--file", str(sealed), "--yes", "--no-safety-backup"]
+            if args.encryption_only:
+                s, rss = timed([*inv, *restore_task, *where], env=env)
+                record("restore", "inv backup.restore (one transaction)", s, rss, 0)
+                s, rss = timed([*inv, *sealed_task, *where], env=sealed_env)
+                record("crypto", "inv backup.restore, age-encrypted", s, rss, 0)
+                continue
             seed_z0 = work / "seed-z0.dump"
             s, rss = timed(kubectl_exec(context, *pg_dump, "-Z0"), stdout_path=seed_z0)
             record("dump", "kubectl exec pg_dump -Fc -Z0 > file", s, rss, seed_z0.stat().st_size)
@@ -368,10 +382,8 @@ def main() -> None:
             )
             record("exec", "kubectl exec head -c N /dev/zero > /dev/null", s, rss, size)
             # restores
-            restore_task = ["backup.restore", "--file", str(ours), "--yes", "--no-safety-backup"]
             s, rss = timed([*inv, *restore_task, *where], env=env)
             record("restore", "inv backup.restore (one transaction)", s, rss, 0)
-            sealed_task = ["backup.restore", "--file", str(sealed), "--yes", "--no-safety-backup"]
             s, rss = timed([*inv, *sealed_task, *where], env=sealed_env)
             record("crypto", "inv backup.restore, age-encrypted", s, rss, 0)
             s, rss = timed(kubectl_exec(context, *restore_args, stdin=True), stdin_path=ours)
@@ -406,22 +418,7 @@ def main() -> None:
 
         print("\nratios of the medians (above 1.0 = ours is faster):")
         dump, restore = by["inv backup.now (-Fc -Z0)"], by["inv backup.restore (one transaction)"]
-        for label, theirs, mine in (
-            ("backup.now vs kubectl exec -Z0", "kubectl exec pg_dump -Fc -Z0 > file", dump),
-            ("backup.now vs the seed (-Fc zlib)", "kubectl exec pg_dump -Fc > file (seed)", dump),
-            ("backup.now vs the limit", "in the pod: pg_dump -Fc -Z0 > /dev/null", dump),
-            (
-                "backup.now vs the bare exec transport",
-                "kubectl exec head -c N /dev/zero > /dev/null",
-                dump,
-            ),
-            (
-                "our stream vs kubectl, bare transport",
-                "kubectl exec head -c N /dev/zero > /dev/null",
-                by["our stream: head -c N /dev/zero > /dev/null"],
-            ),
-            ("restore vs kubectl exec -i", "kubectl exec -i pg_restore < file", restore),
-            ("restore vs the limit", "in the pod: pg_restore from a local file", restore),
+        encryption = (
             (
                 "encrypted vs plain backup.now",
                 "inv backup.now (-Fc -Z0)",
@@ -432,6 +429,32 @@ def main() -> None:
                 "inv backup.restore (one transaction)",
                 by["inv backup.restore, age-encrypted"],
             ),
+        )
+        for label, theirs, mine in (
+            encryption
+            if args.encryption_only
+            else (
+                ("backup.now vs kubectl exec -Z0", "kubectl exec pg_dump -Fc -Z0 > file", dump),
+                (
+                    "backup.now vs the seed (-Fc zlib)",
+                    "kubectl exec pg_dump -Fc > file (seed)",
+                    dump,
+                ),
+                ("backup.now vs the limit", "in the pod: pg_dump -Fc -Z0 > /dev/null", dump),
+                (
+                    "backup.now vs the bare exec transport",
+                    "kubectl exec head -c N /dev/zero > /dev/null",
+                    dump,
+                ),
+                (
+                    "our stream vs kubectl, bare transport",
+                    "kubectl exec head -c N /dev/zero > /dev/null",
+                    by["our stream: head -c N /dev/zero > /dev/null"],
+                ),
+                ("restore vs kubectl exec -i", "kubectl exec -i pg_restore < file", restore),
+                ("restore vs the limit", "in the pod: pg_restore from a local file", restore),
+                *encryption,
+            )
         ):
             print(f"  {label:<40} {by[theirs] / mine:.2f}x")
     finally:
