@@ -119,10 +119,19 @@ def forget_namespace(core_v1: Any, namespace: str) -> None:
         ref = pv.spec.claim_ref
         return ref is not None and ref.namespace == namespace
 
+    def gone_already(call: Any, *args: Any) -> None:  # the PV controller races us: fine
+        try:
+            call(*args)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     for pv in core_v1.list_persistent_volume().items:
         if ours(pv):
-            core_v1.patch_persistent_volume(
-                pv.metadata.name, {"spec": {"persistentVolumeReclaimPolicy": "Delete"}}
+            gone_already(
+                core_v1.patch_persistent_volume,
+                pv.metadata.name,
+                {"spec": {"persistentVolumeReclaimPolicy": "Delete"}},
             )
     try:
         core_v1.delete_namespace(namespace, propagation_policy="Background")
@@ -135,7 +144,7 @@ def forget_namespace(core_v1: Any, namespace: str) -> None:
         left = [pv for pv in core_v1.list_persistent_volume().items if ours(pv)]
         released = [pv for pv in left if pv.status.phase in ("Released", "Failed")]
         for pv in released:
-            core_v1.delete_persistent_volume(pv.metadata.name)
+            gone_already(core_v1.delete_persistent_volume, pv.metadata.name)
         if not left:
             return
         time.sleep(2)
