@@ -27,7 +27,14 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 APP_DIR = Path(__file__).resolve().parents[1]
-BUILD_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "alembic.ini")
+BUILD_FILES = (
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "requirements.txt",
+    "requirements-build.txt",
+    "alembic.ini",
+)
 BUILD_DIRS = ("student_api", "alembic")
 
 
