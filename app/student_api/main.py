@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-import anyio.to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -57,13 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Worker threads only ever do database work, so more threads than pooled connections
-        # would just queue for one while contending for the GIL (measured: bench/app_bench.py).
-        # Not pool + overflow: under load the overflow connections would be opened and
-        # closed again and again (2 % of requests paid a new login in the bench).
-        settings = runtime.settings
-        threads = anyio.to_thread.current_default_thread_limiter()
-        threads.total_tokens = settings.db_pool_size
+        # Requests use the runtime's own database threads (Runtime.run_db), the readiness
+        # probe anyio's, at most two at a time.
         runtime.probe_limiter = anyio.CapacityLimiter(2)
         runtime.start()
         try:

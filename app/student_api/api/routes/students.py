@@ -1,7 +1,8 @@
 """CRUD on students under ``/api/student``.
 
-Routes are ``async def`` and hand the blocking database work in ``crud`` to the thread pool:
-one thread hop per request, and the response is serialised on the event loop.
+Routes are ``async def`` and hand the blocking database work in ``crud`` to the runtime's
+database threads: one thread hop per request, and the response is serialised on the event
+loop.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from starlette.concurrency import run_in_threadpool
 
 from student_api import crud
-from student_api.api.deps import EngineDep
+from student_api.api.deps import DatabaseDep
 from student_api.models import STUDENT_LIST, StudentCreate, StudentPublic, StudentUpdate
 
 DEFAULT_LIMIT = 100
@@ -29,37 +29,35 @@ def _not_found(student_id: int) -> HTTPException:
 
 @router.get("", summary="List students by id", response_model=list[StudentPublic])
 async def list_students(
-    engine: EngineDep,
+    db: DatabaseDep,
     offset: Annotated[int, Query(ge=0, description="rows to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="rows to return")] = DEFAULT_LIMIT,
 ) -> Response:
     # Returned as a Response, which FastAPI sends as it is: the rows are serialised once,
     # straight from dicts, instead of validated into models and then serialised
     # (response_model still documents the schema).
-    rows = await run_in_threadpool(crud.list_students, engine, offset=offset, limit=limit)
+    rows = await db.run_db(crud.list_students, offset=offset, limit=limit)
     return Response(STUDENT_LIST.dump_json(rows), media_type="application/json")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Add a student")
-async def create_student(
-    body: StudentCreate, engine: EngineDep, response: Response
-) -> StudentPublic:
-    created = await run_in_threadpool(crud.create_student, engine, body)
+async def create_student(body: StudentCreate, db: DatabaseDep, response: Response) -> StudentPublic:
+    created = await db.run_db(crud.create_student, body)
     response.headers["Location"] = f"{router.prefix}/{created.id}"
     return created
 
 
 @router.get("/{student_id}", responses=NOT_FOUND, summary="One student")
-async def get_student(student_id: int, engine: EngineDep) -> StudentPublic:
-    found = await run_in_threadpool(crud.get_student, engine, student_id)
+async def get_student(student_id: int, db: DatabaseDep) -> StudentPublic:
+    found = await db.run_db(crud.get_student, student_id)
     if found is None:
         raise _not_found(student_id)
     return found
 
 
 @router.put("/{student_id}", responses=NOT_FOUND, summary="Replace a student's name and age")
-async def update_student(student_id: int, body: StudentUpdate, engine: EngineDep) -> StudentPublic:
-    updated = await run_in_threadpool(crud.update_student, engine, student_id, body)
+async def update_student(student_id: int, body: StudentUpdate, db: DatabaseDep) -> StudentPublic:
+    updated = await db.run_db(crud.update_student, student_id, body)
     if updated is None:
         raise _not_found(student_id)
     return updated
@@ -71,7 +69,7 @@ async def update_student(student_id: int, body: StudentUpdate, engine: EngineDep
     responses=NOT_FOUND,
     summary="Remove a student",
 )
-async def delete_student(student_id: int, engine: EngineDep) -> Response:
-    if not await run_in_threadpool(crud.delete_student, engine, student_id):
+async def delete_student(student_id: int, db: DatabaseDep) -> Response:
+    if not await db.run_db(crud.delete_student, student_id):
         raise _not_found(student_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
