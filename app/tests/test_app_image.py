@@ -67,20 +67,20 @@ def base_image(docker_client: docker.DockerClient) -> str:
     return image
 
 
-@pytest.fixture(scope="module")
-def app_image(
-    docker_client: docker.DockerClient, base_image: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    context = tmp_path_factory.mktemp("app-context")
+def make_context(into: Path) -> Path:
+    """The image's build context as ``inv image.build`` sends it (plus the host's CA)."""
+    into.mkdir(parents=True, exist_ok=True)
     for name in BUILD_FILES:
-        shutil.copy2(APP_DIR / name, context / name)
+        shutil.copy2(APP_DIR / name, into / name)
     for name in BUILD_DIRS:
-        shutil.copytree(
-            APP_DIR / name, context / name, ignore=shutil.ignore_patterns("__pycache__")
-        )
+        shutil.copytree(APP_DIR / name, into / name, ignore=shutil.ignore_patterns("__pycache__"))
     ca = host_ca_bundle()
     if ca is not None:
-        shutil.copy2(ca, context / "extra-ca.crt")
+        shutil.copy2(ca, into / "extra-ca.crt")
+    return into
+
+
+def build(docker_client: docker.DockerClient, context: Path, base_image: str) -> str:
     tag = f"manifest-app-test:{uuid.uuid4().hex[:10]}"
     import docker
 
@@ -95,10 +95,91 @@ def app_image(
     except docker.errors.BuildError as exc:
         tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
         pytest.fail(f"image build failed: {exc}\n{tail[-3000:]}")
+    return tag
+
+
+@pytest.fixture(scope="module")
+def app_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_context(tmp_path_factory.mktemp("app-context") / "app")
+
+
+@pytest.fixture(scope="module")
+def app_image(
+    docker_client: docker.DockerClient, base_image: str, app_context: Path
+) -> Iterator[str]:
+    tag = build(docker_client, app_context, base_image)
     try:
         yield tag
     finally:
         docker_client.images.remove(tag, force=True)
+
+
+def locked_versions() -> dict[str, str]:
+    """name -> version the lock pins for Linux on CPython 3.11 (markers evaluated)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    environment = {
+        "sys_platform": "linux",
+        "implementation_name": "cpython",
+        "platform_system": "Linux",
+        "python_version": "3.11",
+    }
+    pins: dict[str, str] = {}
+    for line in (APP_DIR / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        if not line or line[0] in " #":
+            continue
+        requirement = Requirement(line.rstrip(" \\"))
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            (version,) = (spec.version for spec in requirement.specifier)
+            pins[canonicalize_name(requirement.name)] = version
+    return pins
+
+
+def test_image_holds_exactly_the_locked_versions(
+    docker_client: docker.DockerClient, app_image: str
+) -> None:
+    script = (
+        "import importlib.metadata as m\n"
+        "for d in m.distributions(): print(d.metadata['Name'], d.version)\n"
+    )
+    out = docker_client.containers.run(
+        app_image, entrypoint=["python", "-c", script], remove=True
+    ).decode()
+    from packaging.utils import canonicalize_name
+
+    installed = dict(line.split() for line in out.splitlines())
+    installed = {canonicalize_name(name): version for name, version in installed.items()}
+
+    assert installed.pop("student-api") == "0.1.0"
+    assert installed == locked_versions()
+
+
+def test_a_source_change_rebuilds_only_the_package_layer(
+    docker_client: docker.DockerClient,
+    base_image: str,
+    app_image: str,
+    app_context: Path,
+    tmp_path: Path,
+) -> None:
+    changed = tmp_path / "app"
+    shutil.copytree(app_context, changed)
+    with (changed / "student_api" / "__init__.py").open("a", encoding="utf-8") as module:
+        module.write(f"# a source-only change {uuid.uuid4().hex}\n")
+
+    started = time.monotonic()
+    tag = build(docker_client, changed, base_image)
+    took = time.monotonic() - started
+    try:
+        before = docker_client.images.get(app_image).attrs["RootFS"]["Layers"]
+        after = docker_client.images.get(tag).attrs["RootFS"]["Layers"]
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+    # Same base, same dependency layer, same migrations; only the package's layer is new.
+    assert after[:-1] == before[:-1]
+    assert after[-1] != before[-1]
+    print(f"source-only rebuild: {took:.1f} s")
 
 
 def test_image_runs_as_uid_1000_on_8080_without_build_tools(

@@ -1,7 +1,8 @@
 """The image's hashed lock files agree with ``app/pyproject.toml`` (no network needed).
 
 ``requirements.txt`` locks ``[project].dependencies`` and ``requirements-build.txt`` the
-``build`` dependency group (the ``[build-system]`` backend); both are written by
+``build`` dependency group (the ``[build-system]`` backend and uv, for the image's build
+stage); both are written by
 
     uv pip compile app/pyproject.toml -o app/requirements.txt \
         --generate-hashes --universal --python-version 3.11
@@ -111,11 +112,11 @@ def test_lock_matches_pyproject(lock: str, declared: object) -> None:
     assert lock_problems(declared(), text) == [], REGENERATE
 
 
-def test_build_group_is_the_build_system_backend() -> None:
+def test_build_group_holds_the_build_system_backend() -> None:
     build_system = pyproject()["build-system"]
     assert isinstance(build_system, dict)
 
-    assert sorted(build_system["requires"]) == sorted(build_requirements())
+    assert set(build_system["requires"]) <= set(build_requirements())
 
 
 LOCK = """\
