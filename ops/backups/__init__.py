@@ -9,21 +9,54 @@ Commands run with the pod's own credentials: the shell in the pod expands
 ``$POSTGRES_USER``/``$POSTGRES_PASSWORD``; no value crosses the wire or shows in a plan.
 """
 
-from ops.backups.files import prune_local
-from ops.backups.operations import (
-    BackupListing,
-    DaemonUpload,
-    backup_now,
-    backup_plan,
-    drill_in_pod,
-    list_all,
-    prune,
-    prune_plan,
-    to_daemon,
-    to_daemon_plan,
-    verify_file,
-)
-from ops.backups.session import prepare_restore, run_restore
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. Loaded on first use (PEP 562), so that `inv --list`, which
+# imports every task module, does not import the whole backup library and the exec layer.
+_HOME = {
+    "prune_local": "files",
+    "BackupListing": "operations",
+    "DaemonUpload": "operations",
+    "backup_now": "operations",
+    "backup_plan": "operations",
+    "drill_in_pod": "operations",
+    "list_all": "operations",
+    "prune": "operations",
+    "prune_plan": "operations",
+    "to_daemon": "operations",
+    "to_daemon_plan": "operations",
+    "verify_file": "operations",
+    "prepare_restore": "session",
+    "run_restore": "session",
+}
+
+if TYPE_CHECKING:
+    from ops.backups.files import prune_local
+    from ops.backups.operations import (
+        BackupListing,
+        DaemonUpload,
+        backup_now,
+        backup_plan,
+        drill_in_pod,
+        list_all,
+        prune,
+        prune_plan,
+        to_daemon,
+        to_daemon_plan,
+        verify_file,
+    )
+    from ops.backups.session import prepare_restore, run_restore
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ops.backups.{home}"), name)
+
 
 __all__ = [
     "BackupListing",

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.exceptions import Exit
 
 from ops import backups, console
-from ops.backups.files import ListedBackup
 from ops.errors import ConfigError
 from ops.tasks.common import Collection, Settings, confirm, ops_task, settings_for
+
+if TYPE_CHECKING:
+    from ops.backups.files import ListedBackup
 
 _WHERE = {
     "context": "Kube context (default: the kubeconfig's current one, if allowed)",
