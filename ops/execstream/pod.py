@@ -107,7 +107,11 @@ class PodExec:
                 )
         sink = stdout if stdout is not None else Capture()
         session = ExecSession(
-            ws, protocol=protocol, chunk_size=self.chunk_size, keepalive=self.keepalive_seconds
+            ws,
+            protocol=protocol,
+            chunk_size=self.chunk_size,
+            keepalive=self.keepalive_seconds,
+            stdin_size=stdin_size if stdin is not None else None,
         )
         try:
             pumped = session.pump(stdin, sink, progress)

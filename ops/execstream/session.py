@@ -119,9 +119,18 @@ class SocketFrames:
 class ExecSession:
     """One exec stream: ``pump`` it once, then ``close`` it (always)."""
 
-    def __init__(self, ws: WebSocket, *, protocol: str, chunk_size: int, keepalive: float) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        *,
+        protocol: str,
+        chunk_size: int,
+        keepalive: float,
+        stdin_size: int | None = None,
+    ) -> None:
         self.ws = ws
         self.protocol = protocol
+        self.stdin_size = stdin_size
         self.chunk_size = chunk_size
         self.keepalive = keepalive
         self.stderr = StderrTail()
@@ -246,6 +255,18 @@ class ExecSession:
                 self._stdin_bytes += len(chunk)
                 if progress is not None:
                     progress(len(chunk))
+            size, sent = self.stdin_size, self._stdin_bytes
+            if size is not None and sent < size and not self._stop.is_set():
+                # The remote command must never see a clean end of a short input (under v5
+                # the close signal, under v4 `head -c N` waiting forever): cut the stream
+                # and say so, so that a restore fails naming the input, not the dump.
+                self._feeder_error = ExecFailed(
+                    f"the input ended after {sent} of its {size} bytes; "
+                    "the stream was cut before the command saw its end",
+                    hint="Was the file changed while it was read? Nothing was kept.",
+                )
+                self.ws.abort()
+                return
             if self.protocol == V5 and not self._stop.is_set():
                 self.ws.send(bytes([CLOSE, STDIN]), OPCODE_BINARY)
         except TimeoutError as exc:  # the API server took nothing for 3 keep-alive periods

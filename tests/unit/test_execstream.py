@@ -227,3 +227,16 @@ def test_a_runner_names_the_command_as_its_caller_describes_it():
         b"out\n",
         "err",
     )
+
+
+@pytest.mark.parametrize("protocols", PROTOCOLS)
+def test_an_input_shorter_than_its_size_is_an_error_never_a_clean_end_of_stdin(protocols):
+    """A restore that fails in the pod with pg_restore's "end of file" must be told apart
+    from a stream that ended short here: the command never sees a clean EOF of a short
+    input (v5: no close signal; v4: `head -c N` is not left waiting forever)."""
+    data = os.urandom(100_000)
+    with (
+        fake_exec_server(protocols=protocols) as server,
+        pytest.raises(ExecFailed, match="the input ended after 100000 of its 150000 bytes"),
+    ):
+        pod_exec(server).run(["wc", "-c"], stdin=io.BytesIO(data), stdin_size=150_000)
