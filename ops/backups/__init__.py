@@ -29,6 +29,7 @@ _HOME = {
     "to_daemon": "operations",
     "to_daemon_plan": "operations",
     "verify_file": "operations",
+    "plan_restore": "session",
     "prepare_restore": "session",
     "run_restore": "session",
 }
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
         to_daemon_plan,
         verify_file,
     )
-    from ops.backups.session import prepare_restore, run_restore
+    from ops.backups.session import plan_restore, prepare_restore, run_restore
 
 
 def __getattr__(name: str) -> Any:
@@ -65,6 +66,7 @@ __all__ = [
     "backup_plan",
     "drill_in_pod",
     "list_all",
+    "plan_restore",
     "prepare_restore",
     "prune",
     "prune_local",

@@ -25,6 +25,7 @@ from ops.backups.restore import RestoreReport, cross_database_check, restore_bac
 from ops.config import Settings
 from ops.console import human_size
 from ops.errors import CorruptBackup, ServerKilled
+from ops.plan import Ask, Plan, items
 
 _T = TypeVar("_T")
 
@@ -168,6 +169,40 @@ def prepare_restore(
         plan=plan,
         verification=verification,
         identities=tuple(identities) if identities is not None else None,
+    )
+
+
+def plan_restore(
+    settings: Settings,
+    *,
+    file: Path | None,
+    from_daemon: str | None,
+    require_sidecar: bool = True,
+    safety_backup: bool = True,
+    from_database: str | None = None,
+    progress: ProgressFactory = no_progress,
+) -> Plan[RestoreSession]:
+    """``inv backup.restore``'s plan: ``prepare_restore``'s checked session as its work, its
+    lines as the items (the cross-database WARNING and the no-checksum line stay plan lines,
+    on stdout, as before), and the typed confirmation: the database's name."""
+    session = prepare_restore(
+        settings,
+        file=file,
+        from_daemon=from_daemon,
+        require_sidecar=require_sidecar,
+        safety_backup=safety_backup,
+        from_database=from_database,
+        progress=progress,
+    )
+    database = settings.database
+    return Plan(
+        title="backup.restore",
+        items=items(*session.plan),
+        work=session,
+        ask=Ask(
+            prompt=f"This replaces the data of {database!r}. Type the database name to go on:",
+            expected=database,
+        ),
     )
 
 

@@ -11,7 +11,7 @@ from invoke.exceptions import Exit
 
 from ops import backups, console
 from ops.errors import ConfigError
-from ops.tasks.common import Collection, Settings, confirm, ops_task, settings_for
+from ops.tasks.common import Collection, Settings, carry_out, confirm, ops_task, settings_for
 
 if TYPE_CHECKING:
     from ops.backups.files import ListedBackup
@@ -305,7 +305,7 @@ def restore(
             hint="`inv backup.list` shows what there is.",
         )
     settings = _settings(context, namespace, pod, database, backups_dir)
-    session = backups.prepare_restore(
+    plan = backups.plan_restore(
         settings,
         file=Path(file) if file else None,
         from_daemon=from_daemon,
@@ -314,16 +314,14 @@ def restore(
         from_database=from_database,
         progress=console.byte_progress,
     )
-    console.plan("Restore plan", session.plan)
-    if dry_run:
-        console.info("Dry run: nothing was changed.")
+    report = carry_out(
+        plan,
+        lambda p: backups.run_restore(p.work, progress=console.byte_progress),
+        dry_run=dry_run,
+        yes=yes,
+    )
+    if report is None:
         return
-    if not yes and not confirm(
-        f"This replaces the data of {settings.database!r}. Type the database name to go on:",
-        expected=settings.database,
-    ):
-        raise Exit("Not confirmed; nothing was changed.", code=1)
-    report = backups.run_restore(session, progress=console.byte_progress)
     if report.safety_backup:
         console.success(f"safety backup: {report.safety_backup}")
     console.success(

@@ -851,3 +851,51 @@ def test_a_restore_reads_the_dumps_header_once(tmp_path, source, monkeypatch, si
     checks = " ".join(prepared.verification.checks)
     assert ("sha256 matches" in checks) == sidecar
     assert ("full read by pg_restore" in checks) == (not sidecar)
+
+
+def test_a_restore_is_a_plan_the_task_renders_asks_and_acts_on(
+    tmp_path, postgres_server, source, monkeypatch, capsys
+):
+    """backup.restore's plan is data (issue 13): its lines, the no-checksum line and the
+    typed confirmation come from ``plan_restore``; ``carry_out`` shows it, asks, acts."""
+    from invoke.exceptions import Exit
+
+    from ops.backups import session as restore_session
+    from ops.config import load_settings
+    from ops.plan import Ask
+    from ops.tasks.common import carry_out
+
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt="custom")
+    sidecar_of(path).unlink()
+    settings = load_settings(
+        {"database": source.database, "backups_dir": str(tmp_path)}, environ={}
+    )
+    monkeypatch.setattr(restore_session, "restore_source", lambda _settings: source)
+    plan = restore_session.plan_restore(
+        settings, file=path, from_daemon=None, require_sidecar=False, safety_backup=False
+    )
+    assert plan.title == "backup.restore"
+    assert plan.ask == Ask(
+        prompt=f"This replaces the data of {source.database!r}. Type the database name to go on:",
+        expected=source.database,
+    )
+    lines = {item.key: item.value for item in plan.items}
+    assert lines["database"] == source.database and lines["safety backup"] == "NO"
+    assert lines["checksum"].startswith("NONE (--no-sidecar)")
+
+    def act(p):
+        return restore_session.run_restore(p.work)
+
+    before = counts(postgres_server, source.database)
+    postgres_server.psql("DELETE FROM student WHERE id % 2 = 0", source.database)
+    assert carry_out(plan, act, dry_run=True) is None
+    assert "backup.restore would:" in capsys.readouterr().out
+    monkeypatch.setattr("builtins.input", lambda prompt: "not-the-name")
+    with pytest.raises(Exit) as refused:
+        carry_out(plan, act, dry_run=False)
+    assert refused.value.code == 1
+    assert counts(postgres_server, source.database) != before  # nothing was restored
+    monkeypatch.setattr("builtins.input", lambda prompt: source.database)
+    report = carry_out(plan, act, dry_run=False)
+    assert report is not None and report.tables["public.student"] == 20000
+    assert counts(postgres_server, source.database) == before
