@@ -39,6 +39,7 @@ from ops.console import human_size
 from ops.errors import CorruptBackup, OpsError
 from ops.execstream import CommandRunner
 from ops.pgformat import DumpFormat
+from ops.plan import Ask, Plan, items
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,14 +170,44 @@ def to_daemon(
     return DaemonUpload(where=runner.where, sha256=digest, pruned=prune_daemon(runner))
 
 
-def prune_plan(settings: Settings, names: Sequence[str]) -> tuple[DeletePlan, CommandRunner]:
+@dataclass(frozen=True, kw_only=True)
+class PruneWork:
+    """What ``prune`` needs: the checked backups to delete and the daemon pod's runner."""
+
+    delete: DeletePlan
+    runner: CommandRunner
+
+
+def prune_plan(settings: Settings, names: Sequence[str]) -> Plan[PruneWork]:
     """What ``inv backup.prune`` would delete from the daemon's volume (checked to exist)."""
     runner = daemon_runner(settings)
-    return plan_delete(runner, names), runner
+    return plan_of_delete(plan_delete(runner, names), runner)
 
 
-def prune(plan: DeletePlan, runner: CommandRunner) -> list[str]:
-    return delete_from_daemon(runner, plan)
+def plan_of_delete(delete: DeletePlan, runner: CommandRunner) -> Plan[PruneWork]:
+    """backup.prune's plan for backups already looked up (pure): its lines and the typed
+    'delete' it asks for."""
+    return Plan(
+        title="backup.prune",
+        items=items(
+            ("delete from", f"{delete.where}:{DAEMON_DIR}"),
+            *(
+                (b.name, f"{human_size(b.size)}, dumped {b.modified:%Y-%m-%d %H:%M} UTC")
+                for b in delete.backups
+            ),
+            ("and", "each one's .sha256 sidecar; local backups are not touched"),
+        ),
+        work=PruneWork(delete=delete, runner=runner),
+        ask=Ask(
+            prompt=f"Delete {len(delete.backups)} backup(s) for good? Type 'delete':",
+            expected="delete",
+        ),
+    )
+
+
+def prune(plan: Plan[PruneWork]) -> list[str]:
+    """Carry out backup.prune's plan: the names deleted."""
+    return delete_from_daemon(plan.work.runner, plan.work.delete)
 
 
 def list_all(settings: Settings, *, check: bool = False, daemon: bool = True) -> BackupListing:

@@ -7,11 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoke.exceptions import Exit
-
 from ops import backups, console
 from ops.errors import ConfigError
-from ops.tasks.common import Collection, Settings, carry_out, confirm, ops_task, settings_for
+from ops.tasks.common import Collection, Settings, carry_out, ops_task, settings_for
 
 if TYPE_CHECKING:
     from ops.backups.files import ListedBackup
@@ -206,25 +204,10 @@ def prune(
 ) -> None:
     """Delete named backups (e.g. uploads) from the daemon's volume, after a plan and a yes."""
     settings = _settings(context, namespace, pod, database, backups_dir)
-    plan, runner = backups.prune_plan(settings, name or [])
-    console.plan(
-        f"backup.prune would delete from {plan.where}:/backups",
-        [
-            (b.name, f"{console.human_size(b.size)}, dumped {b.modified:%Y-%m-%d %H:%M} UTC")
-            for b in plan.backups
-        ]
-        + [("and", "each one's .sha256 sidecar; local backups are not touched")],
-    )
-    if dry_run:
-        console.info("Dry run: nothing was deleted.")
-        return
-    count = len(plan.backups)
-    if not yes and not confirm(
-        f"Delete {count} backup(s) for good? Type 'delete':", expected="delete"
-    ):
-        raise Exit("Not confirmed; nothing was deleted.", code=1)
-    for deleted in backups.prune(plan, runner):
-        console.success(f"deleted {deleted} from {plan.where}:/backups")
+    plan = backups.prune_plan(settings, name or [])
+    deleted = carry_out(plan, backups.prune, dry_run=dry_run, yes=yes)
+    for done in deleted or []:
+        console.success(f"deleted {done} from {plan.work.delete.where}:/backups")
 
 
 @ops_task(
