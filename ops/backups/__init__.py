@@ -22,6 +22,7 @@ _HOME = {
     "DaemonUpload": "operations",
     "backup_now": "operations",
     "backup_plan": "operations",
+    "BackupWork": "operations",
     "drill_in_pod": "operations",
     "list_all": "operations",
     "prune": "operations",
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from ops.backups.files import prune_local
     from ops.backups.operations import (
         BackupListing,
+        BackupWork,
         DaemonUpload,
         PruneWork,
         backup_now,
@@ -65,6 +67,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BackupListing",
+    "BackupWork",
     "DaemonUpload",
     "PruneWork",
     "backup_now",

@@ -74,7 +74,17 @@ def _encryption_line(settings: Settings, recipients: Sequence[str], encrypt: boo
     return "none (no backup_recipients set; `inv backup.keygen` makes a key)"
 
 
-def backup_plan(settings: Settings, *, encrypt: bool = True) -> list[tuple[str, str]]:
+@dataclass(frozen=True, kw_only=True)
+class BackupWork:
+    """What ``backup.now`` acts with: the settings and whether to encrypt."""
+
+    settings: Settings
+    encrypt: bool
+
+
+def backup_plan(settings: Settings, *, encrypt: bool = True) -> Plan[BackupWork]:
+    """backup.now's plan: where the dump comes from and goes, its encryption; the warning
+    when --no-encrypt leaves a backup in the clear although recipients are set."""
     from ops.kube import resolve_target
 
     recipients = backup_recipients(settings, encrypt=encrypt)
@@ -83,19 +93,25 @@ def backup_plan(settings: Settings, *, encrypt: bool = True) -> list[tuple[str, 
     name = backup_name(settings.database, target.context, fmt, datetime.now(UTC))
     if recipients:
         name += AGE_SUFFIX
-    return [
-        ("context", target.context),
-        ("namespace", target.namespace),
-        ("pod", settings.postgres_pod),
-        ("database", settings.database),
-        (
-            "format",
-            fmt + (f", compression {settings.backup_compression}" if fmt == "custom" else ""),
+    clear = not encrypt and bool(settings.backup_recipients)
+    return Plan(
+        title="backup.now",
+        items=items(
+            ("context", target.context),
+            ("namespace", target.namespace),
+            ("pod", settings.postgres_pod),
+            ("database", settings.database),
+            (
+                "format",
+                fmt + (f", compression {settings.backup_compression}" if fmt == "custom" else ""),
+            ),
+            ("file", str(settings.backups_dir / name)),
+            ("encryption", _encryption_line(settings, recipients, encrypt)),
+            ("keep", f"newest {settings.backup_keep} local backups"),
         ),
-        ("file", str(settings.backups_dir / name)),
-        ("encryption", _encryption_line(settings, recipients, encrypt)),
-        ("keep", f"newest {settings.backup_keep} local backups"),
-    ]
+        warnings=("--no-encrypt: this backup holds the data in the clear",) if clear else (),
+        work=BackupWork(settings=settings, encrypt=encrypt),
+    )
 
 
 def backup_now(

@@ -12,7 +12,9 @@ from ops.errors import ConfigError
 from ops.tasks.common import Collection, Settings, carry_out, ops_task, settings_for
 
 if TYPE_CHECKING:
-    from ops.backups.files import ListedBackup
+    from ops.backups.files import BackupInfo, ListedBackup
+    from ops.backups.operations import BackupWork
+    from ops.plan import Plan
 
 _WHERE = {
     "context": "Kube context (default: the kubeconfig's current one, if allowed)",
@@ -76,19 +78,24 @@ def now(
         backup_keep=keep,
     )
     plan = backups.backup_plan(settings, encrypt=not no_encrypt)
-    if dry_run:
-        console.plan("Dry run: backup.now would", plan)
+    made = carry_out(plan, _back_up, dry_run=dry_run, announce=False)
+    if made is None:
         return
-    if no_encrypt and settings.backup_recipients:
-        console.warn("--no-encrypt: this backup holds the data in the clear")
-    path, info = backups.backup_now(
-        settings, progress=console.byte_progress, encrypt=not no_encrypt
-    )
+    path, info = made
     sealed = f", age-encrypted to {len(info.recipients)} key(s)" if info.recipients else ""
     console.success(f"{path} ({console.human_size(info.size)}, sha256 {info.sha256[:12]}…{sealed})")
     removed = backups.prune_local(settings.backups_dir, settings.backup_keep, protect=[path])
     for old in removed:
         console.info(f"  removed old backup {old.name} (keeping {settings.backup_keep})")
+
+
+def _back_up(plan: Plan[BackupWork]) -> tuple[Path, BackupInfo]:
+    # announce=False shows no plan before a backup (its progress shows it), so its
+    # warnings are said here, as the backup starts.
+    for warning in plan.warnings:
+        console.warn(warning)
+    work = plan.work
+    return backups.backup_now(work.settings, progress=console.byte_progress, encrypt=work.encrypt)
 
 
 @ops_task(

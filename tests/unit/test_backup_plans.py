@@ -55,3 +55,34 @@ def test_the_prune_plan_is_carried_out_only_when_confirmed(monkeypatch, capsys):
     assert refused.value.code == 1 and done == []
     monkeypatch.setattr("builtins.input", lambda prompt: "delete")
     assert carry_out(plan, act, dry_run=False) == ["studentdb-upload.dump"]
+
+
+def test_backup_now_plans_its_file_and_warns_when_it_leaves_data_in_the_clear(tmp_path):
+    from ops import agecrypt
+    from ops.backups.operations import backup_plan
+    from ops.config import load_settings
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: manifest-lab\n"
+        "clusters:\n- name: lab\n  cluster:\n    server: https://127.0.0.1:1\n"
+        "users:\n- name: u\n  user:\n    token: not-a-real-token\n"
+        "contexts:\n- name: manifest-lab\n  context:\n    cluster: lab\n    user: u\n",
+        encoding="utf-8",
+    )
+    recipient = agecrypt.generate().recipient
+    flags = {
+        "kubeconfig": str(kubeconfig),
+        "context": "manifest-lab",
+        "backups_dir": str(tmp_path / "backups"),
+    }
+    environ = {"MANIFEST_BACKUP_RECIPIENTS": recipient}
+    settings = load_settings(flags, environ=environ)
+    sealed = backup_plan(settings)
+    lines = {i.key: i.value for i in sealed.items}
+    assert sealed.title == "backup.now" and sealed.warnings == () and sealed.ask is None
+    assert lines["file"].endswith(".dump.age") and recipient in lines["encryption"]
+    clear = backup_plan(settings, encrypt=False)
+    assert clear.warnings == ("--no-encrypt: this backup holds the data in the clear",)
+    assert dict((i.key, i.value) for i in clear.items)["encryption"].startswith("NONE")
+    assert clear.work.encrypt is False and not (tmp_path / "backups").exists()
