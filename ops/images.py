@@ -263,6 +263,13 @@ def engine() -> Iterator[DockerClient]:
             client = docker.DockerClient(base_url=address, timeout=ENGINE_CONNECT_TIMEOUT)
         client.ping()
     except (DockerException, requests.RequestException, HTTPError, OSError) as exc:
+        if _untrusted(exc):
+            raise EngineUnavailable(
+                f"the Docker engine at {address}: TLS verification failed "
+                "(its certificate is not signed by the CA in DOCKER_CERT_PATH)",
+                hint="Point DOCKER_CERT_PATH at the ca.pem, cert.pem and key.pem made for this "
+                "engine, or DOCKER_HOST at the engine you meant.",
+            ) from exc
         raise EngineUnavailable(
             f"the Docker engine is not reachable at {address} ({_engine_reason(exc)})"
         ) from exc
@@ -621,6 +628,12 @@ def _push_hint(message: str) -> str:
 def _api_explanation(exc: Exception) -> str:
     explanation = getattr(exc, "explanation", None) or str(exc)
     return " ".join(str(explanation).split())
+
+
+def _untrusted(exc: Exception) -> bool:
+    """Whether the engine's TLS certificate failed verification (DOCKER_TLS_VERIFY)."""
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text
 
 
 def _engine_reason(exc: Exception) -> str:
