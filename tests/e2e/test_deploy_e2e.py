@@ -169,19 +169,30 @@ def pushed_digest(registry: Registry, image: str) -> str:
     return f"{image.rsplit(':', 1)[0]}@{manifest_digest(api, repository, tag)}"
 
 
-def resource_versions(lab: Lab) -> dict[str, str]:
-    """Every object of the overlay as it is live: kind/name → resourceVersion."""
+def writes_by_deploy(lab: Lab) -> dict[str, object]:
+    """Every object of the overlay as deploy last wrote it: kind/name → (generation, when).
+
+    Not the resourceVersion: controllers write status (the HPA's conditions every sync), which
+    moves it without deploy writing anything. A no-op server-side apply is not persisted, so
+    deploy's managedFields entry keeps its time unless deploy really changed the object.
+    """
     from kubernetes.dynamic import DynamicClient
 
-    from ops.deploy import in_namespace, load_rendered
+    from ops.deploy import FIELD_MANAGER, in_namespace, load_rendered
 
     dynamic = DynamicClient(lab.core_v1.api_client)
-    versions = {}
+    writes: dict[str, object] = {}
     for obj in in_namespace(load_rendered(RENDERED / "test.yaml"), lab.namespace):
         resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         live = resource.get(name=obj["metadata"]["name"], namespace=lab.namespace)
-        versions[f"{obj['kind']}/{obj['metadata']['name']}"] = live.metadata.resourceVersion
-    return versions
+        ours = [
+            (entry.operation, entry.time)
+            for entry in live.metadata.managedFields or []
+            if entry.manager == FIELD_MANAGER
+        ]
+        assert ours, f"{obj['kind']}/{obj['metadata']['name']} has no {FIELD_MANAGER} fields"
+        writes[f"{obj['kind']}/{obj['metadata']['name']}"] = (live.metadata.generation, ours)
+    return writes
 
 
 # --- deploy from nothing ------------------------------------------------------------------
@@ -222,13 +233,13 @@ def test_deploy_from_nothing_then_a_second_deploy_changes_nothing(
     )
     volume = lab.core_v1.read_persistent_volume(claim.spec.volume_name)
     assert volume.spec.persistent_volume_reclaim_policy == "Retain"
-    before = resource_versions(lab)
+    before = writes_by_deploy(lab)
 
     second = lab.inv("deploy")
 
     assert second.returncode == 0, second.stdout + second.stderr
     assert "0 created, 0 changed" in second.stdout, second.stdout
-    assert resource_versions(lab) == before  # not one object written
+    assert writes_by_deploy(lab) == before  # not one object written
     live = apps.read_namespaced_deployment("manifest-app", lab.namespace)
     assert live.spec.template.spec.containers[0].image == image  # the digest stays
 
