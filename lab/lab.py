@@ -7,8 +7,9 @@ Kubernetes cluster built on this machine, for the end-to-end tests.
     python3 lab/lab.py build          Kubernetes, etcd, CoreDNS from the Go module proxy (cached)
     python3 lab/lab.py images         Debian/PostgreSQL/Python base images, pause, CoreDNS, busybox
     python3 lab/lab.py cluster-up     etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS
-    python3 lab/lab.py up             services-up, build, images, cluster-up (timed)
-    python3 lab/lab.py cluster-down | services-down | down
+    python3 lab/lab.py harbor-up      token server + token-auth registry on localhost:30003
+    python3 lab/lab.py up             services-up, build, harbor-up, images, cluster-up (timed)
+    python3 lab/lab.py cluster-down | harbor-down | services-down | down
     python3 lab/lab.py status
 
 $LAB = $MANIFEST_LAB_DIR (default /tmp/manifest-lab); cache = $MANIFEST_LAB_CACHE
@@ -25,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labkit import build, cluster, images, packages, services
+from labkit import build, cluster, harbor, images, packages, services
 from labkit.util import LabError, Paths, info
 
 
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         "services-up",
         "services-down",
         "build",
+        "harbor-up",
+        "harbor-down",
         "images",
         "cluster-up",
         "cluster-down",
@@ -68,26 +71,30 @@ def main(argv: list[str] | None = None) -> int:
         "services-up": [("services-up", lambda: services.up(paths))],
         "services-down": [("services-down", lambda: services.down(paths))],
         "build": [("build", lambda: build.build_all(paths))],
+        "harbor-up": [("harbor-up", lambda: harbor.up(paths))],
+        "harbor-down": [("harbor-down", lambda: harbor.down(paths))],
         "images": [("images", lambda: images.build_all(paths))],
         "cluster-up": [("cluster-up", lambda: cluster.up(paths))],
         "cluster-down": [("cluster-down", lambda: cluster.down(paths))],
         "up": [
             ("services-up", lambda: services.up(paths)),
             ("build", lambda: build.build_all(paths)),
+            ("harbor-up", lambda: harbor.up(paths)),
             ("images", lambda: images.build_all(paths)),
             ("cluster-up", lambda: cluster.up(paths)),
         ],
         "down": [
             ("cluster-down", lambda: cluster.down(paths)),
+            ("harbor-down", lambda: harbor.down(paths)),
             ("services-down", lambda: services.down(paths)),
         ],
-        "status": [("status", lambda: cluster.status(paths))],
+        "status": [("status", lambda: (cluster.status(paths), harbor.status(paths)))],
     }
     try:
         _timed(phases[args.command])
     except LabError as exc:
         print(f"[lab] FAILED ({args.command}): {exc}", file=sys.stderr, flush=True)
-        if args.command in {"up", "cluster-up", "services-up"}:
+        if args.command in {"up", "cluster-up", "services-up", "harbor-up"}:
             cluster.dump_logs(paths)
         return 1
     except KeyboardInterrupt:

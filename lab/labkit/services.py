@@ -87,17 +87,19 @@ def _registry_files(paths: Paths) -> Path:
     )
 
 
-def _trust_ca(paths: Paths) -> None:
+def trust_ca(paths: Paths, registry: str = REGISTRY) -> None:
+    """dockerd and containerd trust the lab CA for `registry` (host:port)."""
     ca = registry_ca(paths)
-    DOCKER_CERTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ca, DOCKER_CERTS / "ca.crt")
-    hosts = CONTAINERD_CERTS / REGISTRY
+    docker_certs = DOCKER_CERTS.parent / registry
+    docker_certs.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ca, docker_certs / "ca.crt")
+    hosts = CONTAINERD_CERTS / registry
     hosts.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ca, hosts / "ca.crt")
     write(
         hosts / "hosts.toml",
-        f'server = "https://{REGISTRY}"\n\n'
-        f'[host."https://{REGISTRY}"]\n'
+        f'server = "https://{registry}"\n\n'
+        f'[host."https://{registry}"]\n'
         '  capabilities = ["pull", "resolve", "push"]\n'
         f'  ca = "{hosts / "ca.crt"}"\n',
     )
@@ -125,7 +127,7 @@ def docker(paths: Paths, *args: str | Path, **kwargs: Any) -> None:
 def up(paths: Paths) -> None:
     paths.lab.mkdir(parents=True, exist_ok=True)
     config = _registry_files(paths)
-    _trust_ca(paths)
+    trust_ca(paths)
     ca = registry_ca(paths)
 
     if daemon_pid(paths, "registry") is None and _port_busy(int(REGISTRY.split(":")[1])):

@@ -1,0 +1,3 @@
+module manifest.lab/tokenserver
+
+go 1.26.0
