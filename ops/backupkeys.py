@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ops import agecrypt
 from ops.config import Settings, env_var
 from ops.errors import BackupKeyError, ConfigError
+from ops.plan import Plan, items
 
 IDENTITY_FILE = "backup_identity.txt"
 RECIPIENTS_FILE = "backup_recipients.txt"
@@ -64,15 +65,22 @@ def identities_for(settings: Settings, path: Path) -> list[Any] | None:
     return None
 
 
+RECIPIENTS_ELSEWHERE = (
+    "backup_recipients is set elsewhere (environment or .env): add the public key there"
+)
+
+
 @dataclass(frozen=True, kw_only=True)
-class KeygenPlan:
+class KeygenWork:
+    """Where ``backup.keygen`` writes the key pair."""
+
     identity_file: Path
     recipients_file: Path | None  # None: the recipients come from elsewhere (env, .env, flag)
-    action: Literal["create"]
 
 
-def keygen_plan(settings: Settings, identity_file: Path | None = None) -> KeygenPlan:
-    """Where ``backup.keygen`` would write; refuses to replace an existing identity."""
+def keygen_plan(settings: Settings, identity_file: Path | None = None) -> Plan[KeygenWork]:
+    """backup.keygen's plan: the files it writes; refuses to replace an existing identity.
+    Its warning: the recipients come from elsewhere, so the public key must be added there."""
     target = identity_file or identity_path(settings)
     if target.exists():
         raise ConfigError(
@@ -81,20 +89,26 @@ def keygen_plan(settings: Settings, identity_file: Path | None = None) -> Keygen
             "--identity-file, or move the old key away yourself (keep a copy!).",
         )
     from_file = settings.source_of("backup_recipients") in ("default", "secrets/")
-    return KeygenPlan(
-        identity_file=target,
-        recipients_file=settings.secrets_dir / RECIPIENTS_FILE if from_file else None,
-        action="create",
+    recipients_file = settings.secrets_dir / RECIPIENTS_FILE if from_file else None
+    lines = [(str(target), "write the private key (mode 0600)")]
+    if recipients_file is not None:
+        lines.append((str(recipients_file), "add its public key (backups encrypt to it)"))
+    return Plan(
+        title="backup.keygen",
+        items=items(*lines),
+        warnings=() if from_file else (RECIPIENTS_ELSEWHERE,),
+        work=KeygenWork(identity_file=target, recipients_file=recipients_file),
     )
 
 
-def keygen(plan: KeygenPlan) -> agecrypt.KeyPair:
-    """Make a key pair: the identity file (mode 0600) and, where the recipients come from
-    ``secrets/``, its public key appended to the recipients file."""
+def keygen(plan: Plan[KeygenWork]) -> agecrypt.KeyPair:
+    """Carry out backup.keygen's plan: the identity file (mode 0600) and, where the
+    recipients come from ``secrets/``, its public key appended to the recipients file."""
+    work = plan.work
     pair = agecrypt.generate()
-    agecrypt.write_identity_file(plan.identity_file, pair)
-    if plan.recipients_file is not None:
-        path = plan.recipients_file
+    agecrypt.write_identity_file(work.identity_file, pair)
+    if work.recipients_file is not None:
+        path = work.recipients_file
         path.parent.mkdir(parents=True, exist_ok=True)
         existing = path.read_text(encoding="utf-8") if path.exists() else ""
         sep = "" if not existing or existing.endswith("\n") else "\n"

@@ -112,14 +112,26 @@ class CheckResult:
 # --- local files ------------------------------------------------------------------------
 
 
-def init_secrets(
-    example_dir: Path, secrets_dir: Path, *, dry_run: bool = False
-) -> list[InitResult]:
-    """Copy every template into ``secrets_dir`` without overwriting anything.
+_INIT_VERBS: dict[InitAction, str] = {
+    "copied": "copy",
+    "generated": "generate",
+    "kept": "keep",
+    "skipped": "skip",
+}
 
-    A template holding ``<generate>`` becomes a fresh random value (256 bits, URL-safe).
-    New files are readable by their owner only.
-    """
+
+@dataclass(frozen=True, kw_only=True)
+class InitWork:
+    """What ``init`` writes: each template's file in ``secrets_dir``, decided beforehand."""
+
+    example_dir: Path
+    secrets_dir: Path
+    files: tuple[InitResult, ...]
+
+
+def plan_init(example_dir: Path, secrets_dir: Path) -> Plan[InitWork]:
+    """secrets.init's plan (nothing written): per template, copy it, generate a value, or
+    keep the file that is there; a placeholder left to edit is said in the line."""
     if not example_dir.is_dir():
         raise SecretsError(
             f"template folder {example_dir} not found",
@@ -128,25 +140,49 @@ def init_secrets(
     templates = sorted(
         p for p in example_dir.iterdir() if p.is_file() and not _NOT_A_SECRET.match(p.name)
     )
-    if not dry_run:
-        secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    results = []
+    files = []
     for template in templates:
         target = secrets_dir / template.name
         if target.exists():
             note = "still a placeholder: edit it" if _is_placeholder(_peek(target)) else ""
-            results.append(InitResult(path=target, action="kept", note=note))
+            files.append(InitResult(path=target, action="kept", note=note))
             continue
-        text = textfiles.read_text(template)
-        generate = text.strip() == GENERATE
+        text = textfiles.read_text(template).strip()
+        generate = text == GENERATE
         action: InitAction = "generated" if generate else "copied"
-        note = "" if generate or not _is_placeholder(text.strip()) else "placeholder: edit it"
-        if generate:
-            text = random_source.token_urlsafe(32) + "\n"
-        if not dry_run:
-            _write_new(target, text)
-        results.append(InitResult(path=target, action=action, note=note))
-    return results
+        note = "" if generate or not _is_placeholder(text) else "placeholder: edit it"
+        files.append(InitResult(path=target, action=action, note=note))
+    return Plan(
+        title="secrets.init",
+        items=tuple(
+            Item(
+                key=str(f.path),
+                value=f"{_INIT_VERBS[f.action]} ({f.note})" if f.note else _INIT_VERBS[f.action],
+            )
+            for f in files
+        ),
+        work=InitWork(example_dir=example_dir, secrets_dir=secrets_dir, files=tuple(files)),
+    )
+
+
+def init(plan: Plan[InitWork]) -> list[InitResult]:
+    """Carry out secrets.init's plan: never overwrites anything (a file that appeared since
+    the plan is an error); a generated value is 256 bits, URL-safe; new files and the
+    folder are readable by their owner only."""
+    work = plan.work
+    work.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for result in work.files:
+        if result.action == "generated":
+            _write_new(result.path, random_source.token_urlsafe(32) + "\n")
+        elif result.action == "copied":
+            _write_new(result.path, textfiles.read_text(work.example_dir / result.path.name))
+    return list(work.files)
+
+
+def init_secrets(example_dir: Path, secrets_dir: Path) -> list[InitResult]:
+    """Copy every template into ``secrets_dir`` without overwriting anything (plan, then
+    act: ``init(plan_init(...))``)."""
+    return init(plan_init(example_dir, secrets_dir))
 
 
 def read_value(path: Path) -> str:

@@ -31,6 +31,8 @@ _HOME = {
     "plan_of_delete": "operations",
     "to_daemon": "operations",
     "to_daemon_plan": "operations",
+    "upload": "operations",
+    "UploadWork": "operations",
     "verify_file": "operations",
     "plan_restore": "session",
     "prepare_restore": "session",
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
         BackupWork,
         DaemonUpload,
         PruneWork,
+        UploadWork,
         backup_now,
         backup_plan,
         drill_in_pod,
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
         prune_plan,
         to_daemon,
         to_daemon_plan,
+        upload,
         verify_file,
     )
     from ops.backups.session import plan_restore, prepare_restore, run_restore
@@ -70,6 +74,7 @@ __all__ = [
     "BackupWork",
     "DaemonUpload",
     "PruneWork",
+    "UploadWork",
     "backup_now",
     "backup_plan",
     "drill_in_pod",
@@ -83,5 +88,6 @@ __all__ = [
     "run_restore",
     "to_daemon",
     "to_daemon_plan",
+    "upload",
     "verify_file",
 ]

@@ -43,6 +43,7 @@ from ops.backups.files import (
 )
 from ops.errors import BackupError, CorruptBackup
 from ops.pgformat import CUSTOM_MAGIC, PLAIN_END, PLAIN_MAGIC, detect_encoding, read_header
+from ops.plan import Plan, items
 
 CHUNK = 1024 * 1024  # bytes read at a time
 _OEM_PAGES = ("cp850", "cp437")  # PowerShell's console code pages, most likely first
@@ -201,12 +202,7 @@ def import_backup(
     completion trailer (a dump cut short by a full disk or a closed window is refused).
     """
     plan = plan or plan_import(path, progress=progress)
-    final_name = name or _name_for(path)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+\.sql", final_name) or final_name.startswith("."):
-        raise BackupError(
-            f"{final_name!r} is not a usable backup file name",
-            hint="Pick one of letters, digits, '.', '_', '-' ending in .sql with --name.",
-        )
+    final_name = import_name(path, name)
     private_dir(backups_dir)
     part = backups_dir / f".{final_name}.import.part"
     tail = b""
@@ -252,6 +248,59 @@ def import_backup(
         part.unlink(missing_ok=True)
 
 
-def _name_for(path: Path) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).strip("._") or "backup"
-    return f"{stem}-imported.sql"
+def import_name(path: Path, name: str | None = None) -> str:
+    """The imported backup's file name: ``name``, checked, or ``<file's stem>-imported.sql``."""
+    if name is None:
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).strip("._") or "backup"
+        return f"{stem}-imported.sql"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+\.sql", name) or name.startswith("."):
+        raise BackupError(
+            f"{name!r} is not a usable backup file name",
+            hint="Pick one of letters, digits, '.', '_', '-' ending in .sql with --name.",
+        )
+    return name
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportWork:
+    """What ``import_planned`` needs: the file as read once, and where its backup goes."""
+
+    conversion: ImportPlan
+    backups_dir: Path
+    name: str
+
+
+def import_plan(
+    path: Path,
+    *,
+    backups_dir: Path,
+    name: str | None = None,
+    progress: ProgressFactory = no_progress,
+) -> Plan[ImportWork]:
+    """backup.import's plan: the file read once (what was undone), what it writes, the
+    checks; a bad --name is refused here, before anything is written."""
+    conversion = plan_import(path, progress=progress)
+    final_name = import_name(path, name)
+    return Plan(
+        title="backup.import",
+        items=items(
+            ("read", f"{path} ({conversion.describe()})"),
+            ("write", f"{backups_dir / final_name}: UTF-8 with LF, with a .json sidecar"),
+            ("check", "pg_dump's header and its 'dump complete' trailer"),
+        ),
+        work=ImportWork(conversion=conversion, backups_dir=backups_dir, name=final_name),
+    )
+
+
+def import_planned(
+    plan: Plan[ImportWork], *, progress: ProgressFactory = no_progress
+) -> ImportResult:
+    """Carry out backup.import's plan."""
+    work = plan.work
+    return import_backup(
+        work.conversion.path,
+        backups_dir=work.backups_dir,
+        name=work.name,
+        plan=work.conversion,
+        progress=progress,
+    )

@@ -154,36 +154,58 @@ def drill_in_pod(
     return drill(path, pod_source(settings), progress=progress, identities=identities)
 
 
-def to_daemon_plan(settings: Settings, path: Path, name: str) -> list[tuple[str, str]]:
+@dataclass(frozen=True, kw_only=True)
+class UploadWork:
+    """What ``upload`` sends: the local backup, checked, and its name in the daemon's folder."""
+
+    settings: Settings
+    path: Path
+    name: str
+    checked: Verification
+
+
+def to_daemon_plan(
+    settings: Settings, path: Path, name: str, *, progress: ProgressFactory = no_progress
+) -> Plan[UploadWork]:
+    """backup.to-daemon's plan: the file checked here first (sidecar if any, format, its
+    end), then where it goes in the daemon's volume and what is checked there."""
     from ops.kube import resolve_target
 
-    if path.is_dir():
-        raise CorruptBackup(f"{path} is a folder, not a backup file", hint="Name a backup file.")
-    if not path.is_file():
-        raise CorruptBackup(f"{path} does not exist")
+    checked = verify_backup(path, full_reader=None, progress=progress, require_sidecar=False)
     target = resolve_target(settings)
-    return [
-        ("context", target.context),
-        ("namespace", target.namespace),
-        ("daemon", f"Deployment {settings.backup_daemon}, {DAEMON_DIR}/{name}"),
-        ("file", f"{path} ({human_size(path.stat().st_size)})"),
-        ("then", "check sha256 in the pod; sh /scripts/backup.sh prune"),
-    ]
+    return Plan(
+        title="backup.to-daemon",
+        items=items(
+            ("context", target.context),
+            ("namespace", target.namespace),
+            ("daemon", f"Deployment {settings.backup_daemon}, {DAEMON_DIR}/{name}"),
+            ("file", f"{path} ({human_size(checked.stat[0])})"),
+            ("checked", "; ".join(checked.checks)),
+            ("then", "check sha256 in the pod; sh /scripts/backup.sh prune"),
+        ),
+        work=UploadWork(settings=settings, path=path, name=name, checked=checked),
+    )
+
+
+def upload(plan: Plan[UploadWork], *, progress: ProgressFactory = no_progress) -> DaemonUpload:
+    """Carry out backup.to-daemon's plan: upload, check the sha256 in the pod, prune there."""
+    work = plan.work
+    info = work.checked.info
+    created = (
+        datetime.fromisoformat(info.created)
+        if info is not None
+        else datetime.fromtimestamp(work.path.stat().st_mtime, UTC)
+    )
+    runner = daemon_runner(work.settings)
+    digest = send_to_daemon(work.path, runner, name=work.name, created=created, progress=progress)
+    return DaemonUpload(where=runner.where, sha256=digest, pruned=prune_daemon(runner))
 
 
 def to_daemon(
     settings: Settings, path: Path, *, name: str, progress: ProgressFactory = no_progress
 ) -> DaemonUpload:
-    """Verify locally, upload, check in the pod, prune there."""
-    checked = verify_backup(path, full_reader=None, progress=progress, require_sidecar=False)
-    created = (
-        datetime.fromisoformat(checked.info.created)
-        if checked.info is not None
-        else datetime.fromtimestamp(path.stat().st_mtime, UTC)
-    )
-    runner = daemon_runner(settings)
-    digest = send_to_daemon(path, runner, name=name, created=created, progress=progress)
-    return DaemonUpload(where=runner.where, sha256=digest, pruned=prune_daemon(runner))
+    """Verify locally, upload, check in the pod, prune there (plan and upload in one)."""
+    return upload(to_daemon_plan(settings, path, name, progress=progress), progress=progress)
 
 
 @dataclass(frozen=True, kw_only=True)

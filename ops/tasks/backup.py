@@ -175,15 +175,17 @@ def to_daemon(
     """Put a local backup into the backup daemon's volume (sha256 checked in the pod)."""
     settings = _settings(context, namespace, pod, database, backups_dir)
     path = Path(file)
-    target_name = name or path.name
-    if dry_run:
-        console.plan(
-            "Dry run: backup.to-daemon would", backups.to_daemon_plan(settings, path, target_name)
-        )
+    plan = backups.to_daemon_plan(settings, path, name or path.name, progress=console.byte_progress)
+    sent = carry_out(
+        plan,
+        lambda p: backups.upload(p, progress=console.byte_progress),
+        dry_run=dry_run,
+        announce=False,
+    )
+    if sent is None:
         return
-    sent = backups.to_daemon(settings, path, name=target_name, progress=console.byte_progress)
     console.success(
-        f"{target_name} is in {sent.where}:/backups, sha256 {sent.sha256[:12]}… checked there"
+        f"{plan.work.name} is in {sent.where}:/backups, sha256 {sent.sha256[:12]}… checked there"
     )
     if sent.pruned:
         console.info(f"  daemon retention: {sent.pruned}")
@@ -344,23 +346,18 @@ def keygen(
 
     settings = settings_for(secrets_dir=secrets_dir)
     plan = backupkeys.keygen_plan(settings, Path(identity_file) if identity_file else None)
-    items = [(str(plan.identity_file), "write the private key (mode 0600)")]
-    if plan.recipients_file is not None:
-        items.append((str(plan.recipients_file), "add its public key (backups encrypt to it)"))
-    if dry_run:
-        console.plan("Dry run: backup.keygen would", items)
+    pair = carry_out(plan, backupkeys.keygen, dry_run=dry_run, announce=False)
+    if pair is None:
         return
-    pair = backupkeys.keygen(plan)
+    work = plan.work
     console.success(
-        f"private key: {plan.identity_file} (never commit it or copy it to the cluster)"
+        f"private key: {work.identity_file} (never commit it or copy it to the cluster)"
     )
     console.success(f"public key:  {pair.recipient}")
-    if plan.recipients_file is not None:
-        console.info(f"  added to {plan.recipients_file}: backup.now now encrypts to it")
-    else:
-        console.warn(
-            "backup_recipients is set elsewhere (environment or .env): add the public key there"
-        )
+    if work.recipients_file is not None:
+        console.info(f"  added to {work.recipients_file}: backup.now now encrypts to it")
+    for warning in plan.warnings:  # announce=False showed no plan: its warnings come here
+        console.warn(warning)
     console.warn(
         "Keep a copy of the private key somewhere safe and offline (a password manager): "
         "without it no encrypted backup can be restored. Put the public key in the daemon's "
@@ -385,30 +382,23 @@ def import_(
     dry_run: bool = False,
 ) -> None:
     """Make an old script's plain dump (UTF-16, CRLF) a checked backup with a sidecar."""
-    from ops.backups.legacy import import_backup, plan_import
+    from ops.backups.legacy import import_plan, import_planned
 
     settings = settings_for(backups_dir=backups_dir)
-    plan = plan_import(Path(file), progress=console.byte_progress)
-    if dry_run:
-        console.plan(
-            "Dry run: backup.import would",
-            [
-                ("read", f"{file} ({plan.describe()})"),
-                ("write", f"UTF-8 with LF into {settings.backups_dir}, with a .json sidecar"),
-                ("check", "pg_dump's header and its 'dump complete' trailer"),
-            ],
-        )
-        return
-    result = import_backup(
-        Path(file),
-        backups_dir=settings.backups_dir,
-        name=name,
-        plan=plan,
-        progress=console.byte_progress,
+    plan = import_plan(
+        Path(file), backups_dir=settings.backups_dir, name=name, progress=console.byte_progress
     )
+    result = carry_out(
+        plan,
+        lambda p: import_planned(p, progress=console.byte_progress),
+        dry_run=dry_run,
+        announce=False,
+    )
+    if result is None:
+        return
     console.success(
         f"{result.path} ({console.human_size(result.info.size)}, sha256 "
-        f"{result.info.sha256[:12]}…) from {file}: {plan.describe()}"
+        f"{result.info.sha256[:12]}…) from {file}: {result.plan.describe()}"
     )
     console.info(f"  restore it with: inv backup.restore --file {result.path}")
 

@@ -43,21 +43,12 @@ def init(
     dry_run: bool = False,
 ) -> None:
     """Create secrets/ from secrets.example/, generating passwords; never overwrites."""
-    from ops.secrets import EXAMPLE_DIR, init_secrets
+    from ops.secrets import EXAMPLE_DIR, plan_init
+    from ops.secrets import init as init_secrets
 
     settings = settings_for(secrets_dir=secrets_dir)
-    results = init_secrets(
-        Path(example) if example else EXAMPLE_DIR, settings.secrets_dir, dry_run=dry_run
-    )
-    verb = {"copied": "copy", "generated": "generate", "kept": "keep", "skipped": "skip"}
-    if dry_run:
-        console.plan(
-            "secrets.init would:",
-            [(str(r.path), _joined(verb[r.action], r.note)) for r in results],
-        )
-        console.info("Dry run: nothing was written.")
-        return
-    for result in results:
+    plan = plan_init(Path(example) if example else EXAMPLE_DIR, settings.secrets_dir)
+    for result in carry_out(plan, init_secrets, dry_run=dry_run, announce=False) or ():
         line = f"{result.path}: {_joined(_past(result.action), result.note)}"
         if result.note:
             console.warn(line)

@@ -23,9 +23,11 @@ from ops.secrets import (
     compare,
     desired_secrets,
     dockerconfigjson,
+    init,
     init_secrets,
     plan_changes,
     plan_from,
+    plan_init,
     read_value,
 )
 from tests.support.inv import clean_env, run_inv
@@ -131,10 +133,27 @@ def test_init_never_overwrites(tmp_path: Path) -> None:
     assert kept == {"db_password.txt": "", "registry_password.txt": "still a placeholder: edit it"}
 
 
-def test_init_dry_run_writes_nothing(tmp_path: Path) -> None:
-    results = init_secrets(ROOT / EXAMPLE_DIR, tmp_path / "secrets", dry_run=True)
-    assert len(results) == 4
-    assert not (tmp_path / "secrets").exists()
+def test_init_plan_writes_nothing_and_names_each_file(tmp_path: Path) -> None:
+    target = tmp_path / "secrets"
+    plan = plan_init(ROOT / EXAMPLE_DIR, target)
+    assert len(plan.work.files) == 4
+    assert not target.exists()
+    assert plan.title == "secrets.init" and plan.ask is None
+    assert [(i.key, i.value) for i in plan.items] == [
+        (str(target / "db_password.txt"), "generate"),
+        (str(target / "db_username.txt"), "copy"),
+        (str(target / "registry_password.txt"), "copy (placeholder: edit it)"),
+        (str(target / "registry_username.txt"), "copy (placeholder: edit it)"),
+    ]
+
+
+def test_init_never_overwrites_a_file_that_appeared_after_its_plan(tmp_path: Path) -> None:
+    target = tmp_path / "secrets"
+    plan = plan_init(ROOT / EXAMPLE_DIR, target)
+    write(target, db_password="typed meanwhile\n")
+    with pytest.raises(FileExistsError):
+        init(plan)
+    assert (target / "db_password.txt").read_text() == "typed meanwhile\n"
 
 
 def test_init_without_templates_is_a_clear_error(tmp_path: Path) -> None:
