@@ -35,7 +35,6 @@ _HOME = {
     "UploadWork": "operations",
     "verify_file": "operations",
     "plan_restore": "session",
-    "prepare_restore": "session",
     "run_restore": "session",
 }
 
@@ -59,7 +58,7 @@ if TYPE_CHECKING:
         upload,
         verify_file,
     )
-    from ops.backups.session import plan_restore, prepare_restore, run_restore
+    from ops.backups.session import plan_restore, run_restore
 
 
 def __getattr__(name: str) -> Any:
@@ -81,7 +80,6 @@ __all__ = [
     "list_all",
     "plan_of_delete",
     "plan_restore",
-    "prepare_restore",
     "prune",
     "prune_local",
     "prune_plan",

@@ -142,7 +142,7 @@ def sidecar_of(path: Path) -> Path:
 
 
 # Large reads into one reused buffer: hashlib lets go of the GIL while it hashes a chunk,
-# so fewer, larger chunks leave the GIL to a thread working beside it (prepare_restore).
+# so fewer, larger chunks leave the GIL to a thread working beside it (plan_restore).
 _HASH_CHUNK = 8 * 1024 * 1024
 
 

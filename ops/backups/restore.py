@@ -184,9 +184,10 @@ def server_went_away(message: str) -> bool:
 
 def cross_database_check(
     dump_database: str | None, target: str, named_source: str | None
-) -> list[tuple[str, str]]:
+) -> str | None:
     """Refuse to restore a backup of one database into another unless its source is named
-    (pure). Returns the plan's warning line when it is; ``--yes`` alone never crosses."""
+    (pure). Returns the plan's warning when it is (None: no crossing); ``--yes`` alone never
+    crosses."""
     if named_source is not None and dump_database and named_source != dump_database:
         raise WrongDatabase(
             f"the backup is of database {dump_database!r}, not {named_source!r} "
@@ -195,7 +196,7 @@ def cross_database_check(
             f"--from-database {dump_database}",
         )
     if not dump_database or dump_database == target:
-        return []
+        return None
     if named_source is None:
         raise WrongDatabase(
             f"the backup is of database {dump_database!r}, but the restore would replace "
@@ -203,13 +204,10 @@ def cross_database_check(
             hint=f"To put {dump_database!r}'s data into {target!r}, say so: --from-database "
             f"{dump_database} (or --database {dump_database} to restore it where it came from).",
         )
-    return [
-        (
-            "WARNING",
-            f"a backup of {dump_database!r} replaces everything in {target!r} "
-            "(another database than it came from)",
-        )
-    ]
+    return (
+        f"a backup of {dump_database!r} replaces everything in {target!r} "
+        "(another database than it came from)"
+    )
 
 
 def restore_backup(

@@ -67,12 +67,17 @@ class RestoreSession:
     daemon_name: str | None
     safety_backup: bool
     require_sidecar: bool
-    plan: list[tuple[str, str]]
     verification: Verification | None = None
     identities: tuple[Any, ...] | None = None  # for an encrypted backup (never printed)
 
 
-def prepare_restore(
+NO_CHECKSUM = (
+    "no checksum (--no-sidecar): the file is complete and readable; whether it was altered "
+    "cannot be known without its sidecar"
+)
+
+
+def plan_restore(
     settings: Settings,
     *,
     file: Path | None,
@@ -81,14 +86,17 @@ def prepare_restore(
     safety_backup: bool = True,
     from_database: str | None = None,
     progress: ProgressFactory = no_progress,
-) -> RestoreSession:
-    """Check everything a restore needs (file first, then the pod) and build its plan.
+) -> Plan[RestoreSession]:
+    """``inv backup.restore``'s plan: everything a restore needs checked (file first, then
+    the pod), the checked session as its work, the cross-database and no-checksum warnings,
+    and the typed confirmation: the database's name.
 
     A local file is verified here — before anything touches the database. A daemon backup
     is fetched (checked in the pod and again here) by ``run_restore``, or only looked up
     on a dry run.
     """
     described: list[tuple[str, str]] = []
+    warnings: list[str] = []
     verification = None
     # An encrypted backup without an identity is refused here, before anything else.
     identities = None
@@ -116,16 +124,12 @@ def prepare_restore(
             ("checks", "; ".join(verification.checks)),
         ]
         if info is None:
-            described.append(
-                (
-                    "checksum",
-                    "NONE (--no-sidecar): the file is complete and readable; whether it was "
-                    "altered cannot be known without its sidecar",
-                )
-            )
+            warnings.append(NO_CHECKSUM)
     source = pod_lookup.result()
     if file is not None:
-        described += cross_database_check(dump_database, source.database, from_database)
+        crossing = cross_database_check(dump_database, source.database, from_database)
+        if crossing is not None:
+            warnings.append(crossing)
     if from_daemon is not None:
         runner = daemon_runner(settings)
         match = [b for b in list_daemon(runner) if b.name == from_daemon]
@@ -141,64 +145,39 @@ def prepare_restore(
             ("created", match[0].modified.isoformat(timespec="seconds")),
             ("checks", "sha256 against its .sha256 sidecar, in the pod and here, before restoring"),
         ]
-    plan = [
-        ("context", source.context),
-        ("namespace", source.namespace),
-        ("pod", source.pod),
-        ("database", source.database),
-        *described,
-        *(
-            [("encryption", "age: decrypted here while it streams into the pod")]
-            if identities is not None
-            else []
-        ),
-        ("safety backup", "yes, into " + str(settings.backups_dir) if safety_backup else "NO"),
-        (
-            "how",
-            "one transaction: everything in the database is dropped, then the backup is "
-            "applied, so afterwards it holds exactly the backup; on any error it stays as it was",
-        ),
-    ]
-    return RestoreSession(
-        source=source,
-        settings=settings,
-        path=file,
-        daemon_name=from_daemon,
-        safety_backup=safety_backup,
-        require_sidecar=require_sidecar,
-        plan=plan,
-        verification=verification,
-        identities=tuple(identities) if identities is not None else None,
-    )
-
-
-def plan_restore(
-    settings: Settings,
-    *,
-    file: Path | None,
-    from_daemon: str | None,
-    require_sidecar: bool = True,
-    safety_backup: bool = True,
-    from_database: str | None = None,
-    progress: ProgressFactory = no_progress,
-) -> Plan[RestoreSession]:
-    """``inv backup.restore``'s plan: ``prepare_restore``'s checked session as its work, its
-    lines as the items (the cross-database WARNING and the no-checksum line stay plan lines,
-    on stdout, as before), and the typed confirmation: the database's name."""
-    session = prepare_restore(
-        settings,
-        file=file,
-        from_daemon=from_daemon,
-        require_sidecar=require_sidecar,
-        safety_backup=safety_backup,
-        from_database=from_database,
-        progress=progress,
-    )
-    database = settings.database
+    database = source.database
     return Plan(
         title="backup.restore",
-        items=items(*session.plan),
-        work=session,
+        items=items(
+            ("context", source.context),
+            ("namespace", source.namespace),
+            ("pod", source.pod),
+            ("database", database),
+            *described,
+            *(
+                [("encryption", "age: decrypted here while it streams into the pod")]
+                if identities is not None
+                else []
+            ),
+            ("safety backup", "yes, into " + str(settings.backups_dir) if safety_backup else "NO"),
+            (
+                "how",
+                "one transaction: everything in the database is dropped, then the backup is "
+                "applied, so afterwards it holds exactly the backup; on any error it stays as "
+                "it was",
+            ),
+        ),
+        warnings=tuple(warnings),
+        work=RestoreSession(
+            source=source,
+            settings=settings,
+            path=file,
+            daemon_name=from_daemon,
+            safety_backup=safety_backup,
+            require_sidecar=require_sidecar,
+            verification=verification,
+            identities=tuple(identities) if identities is not None else None,
+        ),
         ask=Ask(
             prompt=f"This replaces the data of {database!r}. Type the database name to go on:",
             expected=database,

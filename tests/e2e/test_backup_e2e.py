@@ -246,10 +246,10 @@ def test_backup_change_restore_gives_the_rows_back_exactly(lab):
     psql(runner, "DELETE FROM student WHERE id % 2 = 0; UPDATE student SET name = 'changed'")
     assert fingerprint(runner) != before
 
-    session = backups.prepare_restore(settings, file=path, from_daemon=None)
-    plan = dict(session.plan)
+    restore = backups.plan_restore(settings, file=path, from_daemon=None)
+    plan = {item.key: item.value for item in restore.items}
     assert plan["pod"] == "postgres-0" and plan["database"] == "studentdb"
-    report = backups.run_restore(session)
+    report = backups.run_restore(restore.work)
     assert fingerprint(runner) == before
     assert report.tables == {"public.student": 5000}
     assert report.safety_backup is not None and report.safety_backup.exists()
@@ -263,7 +263,7 @@ def test_a_restore_failing_midway_leaves_the_database_unchanged(lab):
     psql(runner, "REVOKE ALL ON student FROM e2e_reader; DROP ROLE e2e_reader")
     psql(runner, "UPDATE student SET age = 1 WHERE id < 10; CREATE VIEW v AS SELECT * FROM student")
     before = plain_dump(runner)
-    session = backups.prepare_restore(settings, file=path, from_daemon=None)
+    session = backups.plan_restore(settings, file=path, from_daemon=None).work
     with pytest.raises(RestoreFailed, match='role "e2e_reader" does not exist') as caught:
         backups.run_restore(session)
     assert plain_dump(runner) == before
@@ -330,7 +330,7 @@ def test_a_restore_leaves_exactly_the_backup_and_never_crosses_databases(lab):
         "--yes",
     )
     assert crossed.returncode == 0, crossed.stdout + crossed.stderr
-    assert "WARNING" in crossed.stdout and "'studentdb'" in crossed.stdout
+    assert "a backup of 'studentdb' replaces everything in 'otherdb'" in crossed.stderr
     assert plain_dump(runner, "otherdb") == original  # B holds exactly A's backup
 
 
@@ -353,7 +353,7 @@ def test_to_daemon_checks_sha256_in_the_pod_and_never_overwrites(lab):
     assert ours and ours[0].verified == "sha256 ok" and ours[0].size == info.size
 
     psql(runner, "DELETE FROM student")
-    session = backups.prepare_restore(settings, file=None, from_daemon=path.name)
+    session = backups.plan_restore(settings, file=None, from_daemon=path.name).work
     report = backups.run_restore(session)
     assert report.tables == {"public.student": 5000}
 
@@ -474,7 +474,7 @@ def test_the_daemon_own_backups_are_listed_and_restore(lab):
     # The daemon's plain dumps are made without --clean; the restore still replaces.
     psql(runner, "DELETE FROM student WHERE id > 10; UPDATE student SET age = 0")
     name = next(b.name for b in listed if b.name.startswith("continuous-"))
-    session = backups.prepare_restore(settings, file=None, from_daemon=name, safety_backup=False)
+    session = backups.plan_restore(settings, file=None, from_daemon=name, safety_backup=False).work
     backups.run_restore(session)
     assert fingerprint(runner) == before
 
@@ -611,7 +611,7 @@ def test_a_100_mib_field_restores_and_a_server_too_small_says_why(lab, core_v1):
 
     # On the limit the manifests ship: restored, byte for byte, and the server never restarted.
     started = psql(runner, "SELECT pg_postmaster_start_time()")
-    session = backups.prepare_restore(settings, file=path, from_daemon=None, safety_backup=False)
+    session = backups.plan_restore(settings, file=path, from_daemon=None, safety_backup=False).work
     backups.run_restore(session)
     assert psql(runner, "SELECT length(data) || ':' || md5(data) FROM big") == digest
     assert psql(runner, "SELECT to_regclass('made_later') IS NULL") == "t"

@@ -62,9 +62,10 @@ def test_encrypted_backup_restores_the_rows_exactly(keyed):
 
     psql(runner, "DELETE FROM student WHERE id % 2 = 0; UPDATE student SET age = 1")
     assert fingerprint(runner) != before
-    session = backups.prepare_restore(settings, file=path, from_daemon=None, safety_backup=True)
-    assert ("encryption", "age: decrypted here while it streams into the pod") in session.plan
-    report = backups.run_restore(session)
+    restore = backups.plan_restore(settings, file=path, from_daemon=None, safety_backup=True)
+    lines = [(item.key, item.value) for item in restore.items]
+    assert ("encryption", "age: decrypted here while it streams into the pod") in lines
+    report = backups.run_restore(restore.work)
     assert fingerprint(runner) == before
     assert report.safety_backup is not None and report.safety_backup.name.endswith(".dump.age")
 
@@ -109,7 +110,7 @@ def test_restore_without_the_identity_is_one_line_and_touches_nothing(keyed, tmp
         }
     )
     with pytest.raises(BackupKeyError, match="no identity is configured"):
-        backups.prepare_restore(no_identity, file=path, from_daemon=None)
+        backups.plan_restore(no_identity, file=path, from_daemon=None)
 
 
 def test_the_daemons_encrypted_dump_restores_from_daemon(keyed):
@@ -136,9 +137,9 @@ def test_the_daemons_encrypted_dump_restores_from_daemon(keyed):
     assert agecrypt.is_encrypted(cat.stdout) and b"student 1" not in cat.stdout
 
     psql(runner, "DELETE FROM student WHERE id > 10")
-    session = backups.prepare_restore(
+    session = backups.plan_restore(
         settings, file=None, from_daemon=sealed[0].name, safety_backup=False
-    )
+    ).work
     backups.run_restore(session)
     assert fingerprint(runner) == before
 

@@ -842,9 +842,9 @@ def test_a_restore_reads_the_dumps_header_once(tmp_path, source, monkeypatch, si
         return real_read_header(head, **kw)
 
     monkeypatch.setattr(pgformat, "read_header", counting)
-    prepared = restore_session.prepare_restore(
+    prepared = restore_session.plan_restore(
         settings, file=path, from_daemon=None, require_sidecar=sidecar, safety_backup=False
-    )
+    ).work
     report = restore_session.run_restore(prepared)
     assert len(reads) == 1, reads
     assert report.tables == {"public.blobs": 2000, "public.student": 20000}
@@ -856,7 +856,7 @@ def test_a_restore_reads_the_dumps_header_once(tmp_path, source, monkeypatch, si
 def test_a_restore_is_a_plan_the_task_renders_asks_and_acts_on(
     tmp_path, postgres_server, source, monkeypatch, capsys
 ):
-    """backup.restore's plan is data (issue 13): its lines, the no-checksum line and the
+    """backup.restore's plan is data (issue 13): its lines, the no-checksum warning and the
     typed confirmation come from ``plan_restore``; ``carry_out`` shows it, asks, acts."""
     from invoke.exceptions import Exit
 
@@ -881,7 +881,8 @@ def test_a_restore_is_a_plan_the_task_renders_asks_and_acts_on(
     )
     lines = {item.key: item.value for item in plan.items}
     assert lines["database"] == source.database and lines["safety backup"] == "NO"
-    assert lines["checksum"].startswith("NONE (--no-sidecar)")
+    assert plan.warnings == (restore_session.NO_CHECKSUM,)
+    assert "checksum" not in lines and plan.warnings[0].startswith("no checksum (--no-sidecar)")
 
     def act(p):
         return restore_session.run_restore(p.work)
@@ -889,7 +890,9 @@ def test_a_restore_is_a_plan_the_task_renders_asks_and_acts_on(
     before = counts(postgres_server, source.database)
     postgres_server.psql("DELETE FROM student WHERE id % 2 = 0", source.database)
     assert carry_out(plan, act, dry_run=True) is None
-    assert "backup.restore would:" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "backup.restore would:" in shown.out
+    assert "! no checksum (--no-sidecar)" in shown.err  # the warning, as every task shows one
     monkeypatch.setattr("builtins.input", lambda prompt: "not-the-name")
     with pytest.raises(Exit) as refused:
         carry_out(plan, act, dry_run=False)
