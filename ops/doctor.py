@@ -10,11 +10,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ops.config import Settings
 from ops.errors import OpsError
 from ops.kube import KubeTarget, api_client, api_errors, resolve_target
+
+if TYPE_CHECKING:
+    from ops.registry import Registry
 
 Outcome = Literal["ok", "fail", "skip"]
 MARKS: dict[Outcome, str] = {"ok": "✓", "fail": "✗", "skip": "-"}
@@ -87,6 +90,7 @@ def _registry(settings: Settings) -> list[Check]:
         return [
             Check(name="registry", outcome="fail", detail=error.message, hint=error.hint),
             _skipped("registry login", "the registry check failed"),
+            _skipped("registry push", "the registry check failed"),
         ]
     reachable = Check(name="registry", outcome="ok", detail=f"{registry.host} ({result.url})")
     login = {
@@ -111,7 +115,30 @@ def _registry(settings: Settings) -> list[Check]:
             hint="Put them in secrets/registry_username.txt and secrets/registry_password.txt.",
         ),
     }[result.login]
-    return [reachable, login]
+    return [reachable, login, _registry_push(registry, settings, login)]
+
+
+def _registry_push(registry: Registry, settings: Settings, login: Check) -> Check:
+    """Whether the login may push the app's image (a Harbor account may be pull-only)."""
+    from ops.registry import push_allowed
+
+    name, repository = "registry push", settings.image_repository
+    if not login.ok:
+        return _skipped(name, "no accepted login")
+    try:
+        allowed = push_allowed(registry, repository)
+    except OpsError as error:
+        return Check(name=name, outcome="fail", detail=error.message, hint=error.hint)
+    if allowed:
+        return Check(name=name, outcome="ok", detail=f"allowed to {repository}")
+    who = repr(registry.username) if registry.username else "anonymous"
+    return Check(
+        name=name,
+        outcome="fail",
+        detail=f"{who} may not push to {repository} (a pull-only account?)",
+        hint="inv image.push and inv pipeline need an account with push permission (in "
+        "Harbor: a robot account with push, or a member with the developer role).",
+    )
 
 
 def _cluster(settings: Settings) -> list[Check]:

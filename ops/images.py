@@ -554,7 +554,8 @@ def push(
 
     from ops.registry import manifest_digest
 
-    check_registry(registry)  # an unreachable registry is one RegistryError line, up front
+    if refs:
+        _may_push(registry, refs[0])
     # Always send X-Registry-Auth (an empty one is anonymous): without it, the SDK would
     # fall back to whatever ~/.docker/config.json holds.
     auth: dict[str, str] = (
@@ -609,6 +610,39 @@ def push(
             except DockerException as exc:
                 raise EngineUnavailable(f"lost the Docker engine during the push ({exc})") from exc
     return pushed
+
+
+def _may_push(registry: Registry, ref: ImageRef) -> None:
+    """One clear PushError, before the engine's own (``unauthorized: authentication
+    required`` for a wrong password and a pull-only account alike), if the push cannot work:
+    an unreachable registry, a refused login, or a login without push on the repository."""
+    from ops.registry import push_allowed
+
+    login = check_registry(registry).login  # unreachable: one RegistryError line
+    if login == "refused":
+        raise PushError(
+            f"push of {ref} failed: registry {registry.host} refused the login of "
+            f"{registry.username!r} (wrong user name or password)",
+            hint=_push_hint("unauthorized"),
+            image=str(ref),
+        )
+    if login == "no credentials":
+        raise PushError(
+            f"push of {ref} failed: registry {registry.host} needs a login and no "
+            "credentials are set",
+            hint="Put them in secrets/registry_username.txt and secrets/registry_password.txt "
+            "(or MANIFEST_REGISTRY_USERNAME / _PASSWORD).",
+            image=str(ref),
+        )
+    if not push_allowed(registry, ref.repository):
+        who = repr(registry.username) if registry.username else "anonymous"
+        raise PushError(
+            f"push of {ref} failed: registry {registry.host} does not let {who} push to "
+            f"{ref.repository} (a pull-only account?)",
+            hint="Use an account with push permission on the project (in Harbor: a robot "
+            "account with push, or a member with the developer role).",
+            image=str(ref),
+        )
 
 
 def _push_hint(message: str) -> str:

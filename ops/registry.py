@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urljoin
 
 from ops.config import Settings
 from ops.errors import RegistryError
@@ -81,6 +82,37 @@ def check(registry: Registry) -> RegistryCheck:
             f"registry {registry.host} answered GET /v2/ with HTTP {response.status_code}",
             hint=f"Is {registry.host} really a Docker registry?",
         )
+
+
+def push_allowed(registry: Registry, repository: str) -> bool:
+    """Whether the registry lets this login push to ``repository``.
+
+    Asked the only way every registry answers alike: start a blob upload (what a push does
+    first) and cancel it at once. A token server (Harbor) grants push per project and role,
+    so a pull-only account logs in fine and is refused only here.
+    """
+    scope = f"repository:{repository}:pull,push"
+    with _Http(registry) as session:
+        base = _base_url(registry, session)
+        started = _request(
+            registry, session, "POST", f"{base}/v2/{repository}/blobs/uploads/", scope=scope
+        )
+        if started.status_code in (401, 403):
+            return False
+        raise_for(registry, started, f"starting an upload to {repository}")
+        location = started.headers.get("Location", "")
+        if location:
+            # Cancelling is a DELETE, which distribution grants only with the `delete` action
+            # (a Harbor robot with push has none): where it is refused, the empty upload stays
+            # until the registry's upload purging removes it (distribution: after 7 days).
+            _request(
+                registry,
+                session,
+                "DELETE",
+                urljoin(f"{base}/", location),
+                scope=f"repository:{repository}:delete",
+            )
+        return True
 
 
 def api_request(

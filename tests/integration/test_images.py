@@ -222,7 +222,7 @@ def test_wrong_password_is_a_push_error(
     message = str(caught.value)
     assert "\n" not in message
     assert f"push of {plan.refs[0]} failed" in message
-    assert "authentication required" in message or "unauthorized" in message
+    assert f"refused the login of {lab_registry.username!r}" in message
     assert "credentials" in caught.value.hint
     assert "not-the-password" not in message + caught.value.hint
     assert list_tags(lab_registry, repository) == []  # nothing arrived

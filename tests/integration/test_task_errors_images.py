@@ -119,7 +119,7 @@ def test_wrong_password(lab_env: dict[str, str], work: Path) -> None:
     env = {**lab_env, "MANIFEST_REGISTRY_PASSWORD": "wrong-password-value"}
     result = run_inv("image.push", env=env, cwd=work)
     line = one_error_line(result)
-    assert "push of" in line and ("authentication required" in line or "unauthorized" in line)
+    assert "push of" in line and "refused the login of 'manifest-ci'" in line
     assert "wrong-password-value" not in result.stdout + result.stderr
 
 

@@ -129,3 +129,26 @@ def test_settings_are_frozen(workdir: Path) -> None:
     settings = load_settings(environ={})
     with pytest.raises(AttributeError):
         settings.namespace = "production"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "MANIFEST_REGISTRY_USERNAME=robot$studenten+ci",
+        "MANIFEST_REGISTRY_USERNAME='robot$studenten+ci'",
+        'MANIFEST_REGISTRY_USERNAME="robot$studenten+ci"',
+    ],
+    ids=["unquoted", "single-quoted", "double-quoted"],
+)
+def test_a_harbor_robot_name_survives_dotenv(workdir: Path, line: str) -> None:
+    """Harbor robots are named robot$<project>+<name>; dotenv expands only ${NAME}."""
+    (workdir / ".env").write_text(line + "\n")
+    assert load_settings(environ={}).registry_username == "robot$studenten+ci"
+
+
+def test_a_harbor_robot_name_survives_the_environment_and_secrets_file(workdir: Path) -> None:
+    environ = {"MANIFEST_REGISTRY_USERNAME": "robot$studenten+ci"}
+    assert load_settings(environ=environ).registry_username == "robot$studenten+ci"
+    (workdir / "secrets").mkdir()
+    (workdir / "secrets" / "registry_username.txt").write_text("robot$studenten+ci\r\n")
+    assert load_settings(environ={}).registry_username == "robot$studenten+ci"

@@ -118,7 +118,7 @@ func (c *Config) grant(user string, scopes []string) []access {
 		}
 		name := strings.Join(parts[1:len(parts)-1], ":")
 		allowed := c.allowed(user, name)
-		var actions []string
+		actions := []string{}
 		for _, a := range strings.Split(parts[len(parts)-1], ",") {
 			if (slices.Contains(allowed, a) || (a == "*" && len(allowed) > 0)) && !slices.Contains(actions, a) {
 				actions = append(actions, a)
