@@ -54,6 +54,18 @@ FIELD_MANAGER = "manifest-deploy"
 ARGOCD_TRACKING = "argocd.argoproj.io/tracking-id"
 PART_OF = ("app.kubernetes.io/part-of", "manifest")
 NEVER_PRUNED = frozenset({"PersistentVolumeClaim", "PersistentVolume", "Namespace"})
+# Pod Security admission on the namespace deploy creates (k8s/argocd's Applications give the
+# namespaces they create the same labels). `enforce` is `baseline`, not `restricted`, for one
+# reason: PostgreSQL's `data-owner` and the backup daemon's `volume-owner` init containers run
+# as root with CHOWN to hand hostPath volumes (Docker Desktop, the lab) to their non-root users,
+# because hostPath ignores `fsGroup`. Where the storage honours `fsGroup`, drop those init
+# containers and enforce `restricted`. `warn`/`audit: restricted` name every pod that would not
+# pass it; the app's pods do.
+POD_SECURITY_LABELS = {
+    "pod-security.kubernetes.io/enforce": "baseline",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
 # Fields the API server sets on every write: not a change of what we asked for.
 _NOISE = frozenset(
     {"resourceVersion", "generation", "managedFields", "creationTimestamp", "uid", "selfLink"}
@@ -497,7 +509,9 @@ def deploy(
             step(f"creating namespace {namespace}")
             with api_errors("namespace", name=namespace):
                 CoreV1Api(client).create_namespace(
-                    V1Namespace(metadata=V1ObjectMeta(name=namespace))
+                    V1Namespace(
+                        metadata=V1ObjectMeta(name=namespace, labels=dict(POD_SECURITY_LABELS))
+                    )
                 )
             _wait_for_default_service_account(client, namespace)
         if work.secrets is not None:

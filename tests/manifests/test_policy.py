@@ -379,3 +379,16 @@ def test_argocd_application(rendered: dict[str, list[Manifest]], environment: st
         container = deployment["spec"]["template"]["spec"]["containers"][0]["name"]
         expression = image_owned_by_pipeline[0]["jqPathExpressions"][0]
         assert f'select(.name == "{container}")' in expression
+
+
+@pytest.mark.parametrize("environment", ["development", "staging", "production"])
+def test_argocd_creates_namespaces_with_deploys_pod_security_labels(
+    rendered: dict[str, list[Manifest]], environment: str
+) -> None:
+    """ArgoCD's CreateNamespace and `inv deploy` label the namespace alike."""
+    from ops.deploy import POD_SECURITY_LABELS
+
+    app = find(rendered["argocd"], "Application", f"manifest-{environment}")
+    managed = app["spec"]["syncPolicy"]["managedNamespaceMetadata"]
+    assert managed["labels"] == POD_SECURITY_LABELS
+    assert POD_SECURITY_LABELS["pod-security.kubernetes.io/enforce"] == "baseline"
