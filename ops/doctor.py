@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ops.config import Settings
 from ops.errors import OpsError
@@ -142,7 +142,7 @@ def _registry_push(registry: Registry, settings: Settings, login: Check) -> Chec
 
 
 def _cluster(settings: Settings) -> list[Check]:
-    names = ("kube context", "cluster", "namespace", "Deployment")
+    names = ("kube context", "cluster", "namespace", "Deployment", "Ingress")
     try:
         target = resolve_target(settings)
     except OpsError as error:
@@ -171,9 +171,60 @@ def _cluster(settings: Settings) -> list[Check]:
         )
     checks.append(namespace)
     if not namespace.ok:
-        return [*checks, _skipped("Deployment", "namespace missing")]
+        return [*checks, *(_skipped(n, "namespace missing") for n in names[3:])]
     checks.append(_attempt("Deployment", lambda: _read_deployment(target, settings.deployment)))
+    try:
+        checks.append(ingress_check(_list_ingresses(target)))
+    except OpsError as error:
+        checks.append(Check(name="Ingress", outcome="fail", detail=error.message, hint=error.hint))
     return checks
+
+
+def ingress_check(ingresses: Sequence[dict[str, Any]]) -> Check:
+    """Where the namespace's Ingresses answer: their URLs and the address an ingress controller
+    published in their status (pure: tested on recorded objects). No address means no
+    controller serves their class."""
+    if not ingresses:
+        return _skipped("Ingress", "no Ingress in the namespace")
+    found, missing = [], []
+    for ingress in ingresses:
+        name = ingress["metadata"]["name"]
+        spec = ingress.get("spec") or {}
+        klass = spec.get("ingressClassName") or "(default class)"
+        urls = []
+        for rule in spec.get("rules") or []:
+            paths = [p.get("path", "/") for p in (rule.get("http") or {}).get("paths") or []]
+            urls.append(f"http://{rule.get('host') or '*'}{', '.join(paths)}")
+        balancer = ((ingress.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        addresses = [b.get("ip") or b.get("hostname") for b in balancer if b]
+        if addresses:
+            found.append(f"{name}: {' '.join(urls)} at {', '.join(addresses)} (class {klass})")
+        else:
+            missing.append(f"{name} (class {klass}) has no address")
+    if missing:
+        return Check(
+            name="Ingress",
+            outcome="fail",
+            detail="; ".join(missing + found),
+            hint="No ingress controller serves that class: install one (Docker Desktop: "
+            "ingress-nginx; the lab's cluster-up starts Traefik for class nginx).",
+        )
+    return Check(name="Ingress", outcome="ok", detail="; ".join(found))
+
+
+def _list_ingresses(target: KubeTarget) -> list[dict[str, Any]]:
+    from kubernetes.client import NetworkingV1Api
+
+    client = api_client(target)
+    try:
+        with api_errors("Ingress", namespace=target.namespace):
+            listed = NetworkingV1Api(client).list_namespaced_ingress(
+                target.namespace, _request_timeout=5
+            )
+        items: list[dict[str, Any]] = [client.sanitize_for_serialization(i) for i in listed.items]
+    finally:
+        client.close()
+    return items
 
 
 def _short_connection_error(detail: str) -> str:

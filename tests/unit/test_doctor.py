@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ops.config import load_settings
-from ops.doctor import Check, _secret_files, _short_connection_error, failed, render
+from ops.doctor import (
+    Check,
+    _secret_files,
+    _short_connection_error,
+    failed,
+    ingress_check,
+    render,
+)
 
 
 def test_render_marks_hints_and_summary() -> None:
@@ -70,3 +77,38 @@ def test_unreachable_cluster_is_said_briefly() -> None:
         "cannot reach the Kubernetes API at 127.0.0.1:9 (connection refused)"
     )
     assert _short_connection_error("something else") == "something else"
+
+
+def _ingress(address: dict[str, str] | None) -> dict[str, object]:
+    """A manifest-app-ingress as the API returns it (sanitized), with or without an address
+    published by a controller."""
+    status = {"loadBalancer": {"ingress": [address]} if address else {}}
+    return {
+        "metadata": {"name": "manifest-app-ingress", "namespace": "development"},
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [{"host": "localhost", "http": {"paths": [
+                {"path": "/api", "pathType": "Prefix"}, {"path": "/swagger", "pathType": "Prefix"},
+            ]}}],
+        },
+        "status": status,
+    }  # fmt: skip
+
+
+def test_ingress_check_reports_the_published_address() -> None:
+    check = ingress_check([_ingress({"ip": "127.0.0.1"})])
+    assert check.outcome == "ok"
+    assert check.detail == (
+        "manifest-app-ingress: http://localhost/api, /swagger at 127.0.0.1 (class nginx)"
+    )
+
+
+def test_ingress_without_an_address_says_no_controller_serves_its_class() -> None:
+    check = ingress_check([_ingress(None)])
+    assert check.outcome == "fail"
+    assert check.detail == "manifest-app-ingress (class nginx) has no address"
+    assert "ingress controller" in check.hint
+
+
+def test_no_ingress_is_skipped() -> None:
+    assert ingress_check([]).outcome == "skip"
