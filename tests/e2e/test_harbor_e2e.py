@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from ops.registry import Registry as OpsRegistry
+from ops.registry import manifest_digest
 from tests.e2e.conftest import wait_until
 from tests.support.inv import clean_env, run_inv
 from tests.support.registry import list_tags
@@ -48,6 +49,11 @@ class Harbor:
             host=self.host, username=self.robot, password=self.robot_password, ca_file=self.ca
         )
 
+    def as_reader(self) -> OpsRegistry:
+        return OpsRegistry(
+            host=self.host, username=self.reader, password=self.reader_password, ca_file=self.ca
+        )
+
 
 @pytest.fixture(scope="session")
 def harbor() -> Harbor:
@@ -66,6 +72,15 @@ def harbor() -> Harbor:
     files = [Path(values[n]) for n in names if n.endswith("_FILE")]
     if not all(f.is_file() for f in files):
         missing(f"the token registry's password files are missing: {files}")
+    import requests
+
+    host, ca = values["MANIFEST_TEST_HARBOR_REGISTRY"], values["MANIFEST_TEST_REGISTRY_CA"]
+    try:
+        challenge = requests.get(f"https://{host}/v2/", verify=ca, timeout=5)
+    except requests.RequestException as exc:
+        missing(f"the token registry at {host} does not answer: {exc}")
+    if not challenge.headers.get("WWW-Authenticate", "").startswith("Bearer "):
+        missing(f"{host} does not answer with a Bearer challenge (HTTP {challenge.status_code})")
     return Harbor(
         host=values["MANIFEST_TEST_HARBOR_REGISTRY"],
         robot=values["MANIFEST_TEST_HARBOR_ROBOT_USER"],
@@ -183,6 +198,9 @@ def test_robot_pushes_and_the_kubelet_pulls_through_harbor_regcred(
         pushed = ws.inv("image.push")
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
         assert list_tags(harbor.as_robot(), ws.repository) == ["latest"]
+        assert list_tags(harbor.as_reader(), ws.repository) == ["latest"]  # guest: pull
+        digest = manifest_digest(harbor.as_robot(), ws.repository, "latest")
+        assert digest and digest in pushed.stdout
 
         applied = ws.cluster_inv("secrets.apply")
         assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -203,6 +221,8 @@ def test_robot_pushes_and_the_kubelet_pulls_through_harbor_regcred(
 
     wait_until(lambda: phase("with-regcred") == "Succeeded", timeout=180, what="the pulled pod")
     assert "app image runs" in core_v1.read_namespaced_pod_log("with-regcred", namespace)
+    pod = core_v1.read_namespaced_pod("with-regcred", namespace)
+    assert pod.status.container_statuses[0].image_id.endswith(digest)
 
     def waiting_reason() -> str:
         statuses = core_v1.read_namespaced_pod("anonymous", namespace).status.container_statuses
