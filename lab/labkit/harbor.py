@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import socket
 from pathlib import Path
 
 from . import pki
@@ -160,6 +161,12 @@ def _configs(paths: Paths) -> tuple[Path, Path]:
 
 
 def up(paths: Paths) -> None:
+    for name, address in zip(DAEMONS, (TOKEN_ADDRESS, REGISTRY), strict=True):
+        if daemon_pid(paths, name) is None and _listening(int(address.rsplit(":", 1)[1])):
+            raise LabError(
+                f"{address} is in use by another process (another lab's {name}? take it down "
+                "with `MANIFEST_LAB_DIR=<its dir> python3 lab/lab.py harbor-down`)"
+            )
     binary = build_one(paths, TOKENSERVER, go_binary()) / "tokenserver"
     token_config, registry_config = _configs(paths)
     trust_ca(paths, REGISTRY)
@@ -189,6 +196,12 @@ def up(paths: Paths) -> None:
     )
     info(f"Harbor-like registry at https://{REGISTRY}, token server https://{TOKEN_ADDRESS}")
     info(f"  project {PROJECT}: {ROBOT} pull+push, {READER} pull, anonymous nothing")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _log_tails(paths: Paths, lines: int = 20) -> str:
