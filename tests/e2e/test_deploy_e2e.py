@@ -169,6 +169,28 @@ def pushed_digest(registry: Registry, image: str) -> str:
     return f"{image.rsplit(':', 1)[0]}@{manifest_digest(api, repository, tag)}"
 
 
+def push_latest(docker_client: Any, registry: Registry, app_image: str) -> str:
+    """Push ``app_image`` as `<registry>/studenten/manifest-app:latest`, what the overlay runs.
+
+    In a developer's registry `latest` is what the last `inv pipeline` pushed; here, the app
+    image built for this session. A re-created Deployment pulls it again."""
+    latest = f"{APP_REPOSITORY}:latest"
+    docker_client.images.get(app_image).tag(latest)
+    errors = [
+        chunk["error"]
+        for chunk in docker_client.api.push(
+            APP_REPOSITORY,
+            tag="latest",
+            stream=True,
+            decode=True,
+            auth_config=registry.auth_config(),
+        )
+        if "error" in chunk
+    ]
+    assert errors == [], errors
+    return latest
+
+
 def writes_by_deploy(lab: Lab) -> dict[str, object]:
     """Every object of the overlay as deploy last wrote it: kind/name → (generation, when).
 
@@ -324,23 +346,7 @@ def deployed(
     """One deployed system with a few rows, shared by the rows of the table (in order)."""
     namespace = f"e2e-dr-{uuid.uuid4().hex[:8]}"
     lab = make_lab(tmp_path_factory.mktemp("dr"), namespace, kube_context, registry, core_v1)
-    # The overlay runs `<registry>/studenten/manifest-app:latest`: in a developer's registry
-    # that is what the last `inv pipeline` pushed; here, the app image built for this module.
-    # A re-created Deployment pulls it again.
-    latest = f"{APP_REPOSITORY}:latest"
-    docker_client.images.get(app_image).tag(latest)
-    errors = [
-        chunk["error"]
-        for chunk in docker_client.api.push(
-            APP_REPOSITORY,
-            tag="latest",
-            stream=True,
-            decode=True,
-            auth_config=registry.auth_config(),
-        )
-        if "error" in chunk
-    ]
-    assert errors == [], errors
+    latest = push_latest(docker_client, registry, app_image)
     try:
         result = lab.inv("deploy", "--image", pushed_digest(registry, latest))
         assert result.returncode == 0, result.stdout + result.stderr
