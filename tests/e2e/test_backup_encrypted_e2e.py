@@ -13,12 +13,14 @@ import pytest
 
 from ops import agecrypt, backups
 from ops.backups.daemon import list_daemon
+from ops.backups.files import BackupInfo, sidecar_of
 from ops.backups.pods import daemon_runner
 from ops.config import load_settings
 from ops.errors import BackupKeyError
 from tests.e2e import test_backup_e2e as plain_e2e
 from tests.e2e import test_manifests_e2e as manifests_e2e
 from tests.manifests.render import find
+from tests.support.inv import clean_env, run_inv
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +70,43 @@ def test_encrypted_backup_restores_the_rows_exactly(keyed):
     report = backups.run_restore(restore.work)
     assert fingerprint(runner) == before
     assert report.safety_backup is not None and report.safety_backup.name.endswith(".dump.age")
+
+
+def test_no_encrypt_is_in_the_plan_and_said_as_the_backup_starts(keyed):
+    """Recipients set, `backup.now --no-encrypt`: the dry run's plan says NONE with its
+    warning, the real run warns as it starts and writes the dump in the clear; without the
+    flag neither is said and the file is ciphertext."""
+    settings, runner, pair = keyed
+    psql(runner, f"INSERT INTO student (name, age) VALUES ('{MARKER}', 42)")
+    env = clean_env(COLUMNS="250", MANIFEST_BACKUP_RECIPIENTS=pair.recipient)
+    where = ["--context", settings.context, "--namespace", settings.namespace]
+    where += ["--backups-dir", str(settings.backups_dir)]
+    warning = "--no-encrypt: this backup holds the data in the clear"
+
+    def backup_now(*flags: str) -> str:
+        result = run_inv("backup.now", *where, *flags, env=env, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        return result.stdout + result.stderr
+
+    planned = backup_now("--no-encrypt", "--dry-run")
+    assert warning in planned and "NONE (--no-encrypt)" in planned, planned
+    sealed_plan = backup_now("--dry-run")
+    assert warning not in sealed_plan and "NONE" not in sealed_plan
+    assert f"age, to 1 recipient(s): {pair.recipient}" in sealed_plan, sealed_plan
+    assert not settings.backups_dir.exists() or not any(settings.backups_dir.iterdir())
+
+    clear = backup_now("--no-encrypt")
+
+    assert warning in clear, clear
+    [dump] = settings.backups_dir.glob("*.dump")
+    assert MARKER.encode() in dump.read_bytes()  # in the clear, as the warning said
+    assert BackupInfo.read(sidecar_of(dump)).recipients == ()
+    sealed = backup_now()
+    assert warning not in sealed
+    [age_file] = settings.backups_dir.glob("*.dump.age")
+    assert MARKER.encode() not in age_file.read_bytes()
+    assert BackupInfo.read(sidecar_of(age_file)).recipients == (pair.recipient,)
 
 
 def test_restore_without_the_identity_is_one_line_and_touches_nothing(keyed, tmp_path):
