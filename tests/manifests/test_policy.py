@@ -392,3 +392,20 @@ def test_argocd_creates_namespaces_with_deploys_pod_security_labels(
     managed = app["spec"]["syncPolicy"]["managedNamespaceMetadata"]
     assert managed["labels"] == POD_SECURITY_LABELS
     assert POD_SECURITY_LABELS["pod-security.kubernetes.io/enforce"] == "baseline"
+
+
+def test_production_daemon_runs_the_image_with_age_at_the_database_version(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """The official postgres image has no age: production's daemon runs the image built from
+    k8s/backup-image/ (tests/integration/test_backup_image.py), with pg_dump of the same
+    version as the database, pulled with the registry's pull secret."""
+    objects = rendered["production"]
+    database = find(objects, "StatefulSet", "postgres")["spec"]["template"]["spec"]
+    daemon = pod_spec(objects, "Deployment", "postgres-backup")
+    (container,) = [c for c in daemon["containers"] if c["name"] == "postgres-backup"]
+    repository, tag = container["image"].rsplit(":", 1)
+    assert repository == "localhost:30002/studenten/postgres-backup"
+    assert tag == database["containers"][0]["image"].rsplit(":", 1)[1] == "15.10"
+    assert daemon["imagePullSecrets"] == [{"name": PULL_SECRET}]
+    assert "FROM ${BASE_IMAGE}" in (K8S / "backup-image" / "Dockerfile").read_text()
