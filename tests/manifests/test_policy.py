@@ -409,3 +409,37 @@ def test_production_daemon_runs_the_image_with_age_at_the_database_version(
     assert tag == database["containers"][0]["image"].rsplit(":", 1)[1] == "15.10"
     assert daemon["imagePullSecrets"] == [{"name": PULL_SECRET}]
     assert "FROM ${BASE_IMAGE}" in (K8S / "backup-image" / "Dockerfile").read_text()
+
+
+def group_kinds(manifests: list[Manifest]) -> set[tuple[str, str]]:
+    """(API group, kind) of every object, as an AppProject whitelist names them."""
+    return {
+        (m["apiVersion"].rpartition("/")[0] if "/" in m["apiVersion"] else "", m["kind"])
+        for m in manifests
+    }
+
+
+@pytest.mark.parametrize("environment", ["development", "staging", "production"])
+def test_argocd_project_allows_only_its_namespace_and_its_overlays_kinds(
+    rendered: dict[str, list[Manifest]], environment: str
+) -> None:
+    """The seed's RBAC row for ArgoCD: read/write in its own namespace, nothing else."""
+    app = find(rendered["argocd"], "Application", f"manifest-{environment}")
+    project = find(rendered["argocd"], "AppProject", app["spec"]["project"])
+    spec = project["spec"]
+    assert project["metadata"]["name"] == f"manifest-{environment}"  # not `default`
+    assert project["metadata"]["namespace"] == app["metadata"]["namespace"]
+    assert spec["destinations"] == [
+        {
+            "server": app["spec"]["destination"]["server"],
+            "namespace": EXPECTED[environment]["namespace"],
+        }
+    ]
+    assert spec["sourceRepos"] == [app["spec"]["source"]["repoURL"]]
+    whitelist = {(g["group"], g["kind"]) for g in spec["namespaceResourceWhitelist"]}
+    assert whitelist == group_kinds(rendered[environment])
+    assert not any("*" in g + k for g, k in whitelist)
+    assert ("", "Secret") not in whitelist  # Secrets come from `inv secrets.apply`, not git
+    # Cluster-wide: only the Namespace CreateNamespace=true makes.
+    assert spec["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
+    assert "CreateNamespace=true" in app["spec"]["syncPolicy"]["syncOptions"]

@@ -63,6 +63,7 @@ def test_the_validator_rejects_a_misspelt_field(rendered: dict[str, list[Manifes
 
 
 def test_argocd_folder_renders(rendered: dict[str, list[Manifest]]) -> None:
-    # Applications are a custom resource: kubernetes-validate has no schema for them, so
+    # Applications and AppProjects are custom resources: kubernetes-validate has no schema
+    # for them (tests/e2e/test_argocd_e2e.py has ArgoCD's API server check them), so
     # test_policy.py checks the fields ArgoCD acts on.
-    assert {m["kind"] for m in rendered["argocd"]} == {"Application"}
+    assert {m["kind"] for m in rendered["argocd"]} == {"Application", "AppProject"}
