@@ -171,13 +171,42 @@ def _cluster(settings: Settings) -> list[Check]:
         )
     checks.append(namespace)
     if not namespace.ok:
-        return [*checks, *(_skipped(n, "namespace missing") for n in names[3:])]
+        return [
+            *checks,
+            *(_skipped(n, "namespace missing") for n in names[3:]),
+            *_argocd(target),
+        ]
     checks.append(_attempt("Deployment", lambda: _read_deployment(target, settings.deployment)))
     try:
         checks.append(ingress_check(_list_ingresses(target)))
     except OpsError as error:
         checks.append(Check(name="Ingress", outcome="fail", detail=error.message, hint=error.hint))
-    return checks
+    return [*checks, *_argocd(target)]
+
+
+def _argocd(target: KubeTarget) -> list[Check]:
+    """One line per ArgoCD Application deploying into the namespace; none without ArgoCD."""
+    from ops.argocd import applications_for
+
+    try:
+        apps = applications_for(target)
+    except OpsError as error:  # e.g. not allowed to list Applications: say so, fail nothing
+        return [_skipped("ArgoCD", f"cannot list its Applications ({error.message})")]
+    if apps is None:
+        return []
+    if not apps:
+        detail = f"no Application deploys to namespace {target.namespace!r} (inv deploy does)"
+        return [Check(name="ArgoCD", outcome="ok", detail=detail)]
+    return [
+        Check(
+            name="ArgoCD",
+            outcome="ok" if app.ok else "fail",
+            detail=app.describe(),
+            hint=f"ArgoCD owns {target.namespace!r}: fix k8s/ in git or the cluster, then let "
+            f"it sync (`kubectl -n {app.namespace} describe application {app.name}`).",
+        )
+        for app in apps
+    ]
 
 
 def ingress_check(ingresses: Sequence[dict[str, Any]]) -> Check:

@@ -24,7 +24,7 @@ DOCTOR_SETTINGS = [
 def doctor(
     c: Context, context: str | None = None, namespace: str | None = None, verbose: bool = False
 ) -> None:
-    """Check Docker, the registry and its login, the kube context, cluster and secrets."""
+    """Check Docker, the registry and its login, the kube context, cluster, ArgoCD, secrets."""
     from ops.doctor import failed, render, run_checks
 
     settings = settings_for(context=context, namespace=namespace)
