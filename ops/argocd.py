@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ops import kube
 from ops.errors import NotFound
-from ops.kube import KubeTarget, api_client
+from ops.kube import KubeTarget
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "applications"
 IN_CLUSTER = "https://kubernetes.default.svc"  # ArgoCD's name for the cluster it runs in
@@ -103,13 +104,11 @@ def applications_for(target: KubeTarget) -> list[AppStatus] | None:
     ``applications.argoproj.io`` API on the cluster)."""
     from kubernetes.client import CustomObjectsApi
 
-    client = api_client(target)
     try:
-        listing: Any = CustomObjectsApi(client).list_cluster_custom_object(
-            GROUP, VERSION, PLURAL, _request_timeout=10
-        )
+        with kube.client(target) as client:
+            listing: Any = CustomObjectsApi(client).list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, _request_timeout=10
+            )
     except NotFound:
         return None
-    finally:
-        client.close()
     return select(listing.get("items") or [], target.namespace)

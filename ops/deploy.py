@@ -33,15 +33,15 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ops import kube
 from ops.config import Settings
 from ops.errors import ClusterError, ConfigError, RolloutFailed, RolloutTimeout, SecretsError
-from ops.kube import KubeTarget, api_client, api_errors, resolve_target
+from ops.kube import KubeTarget, api_errors, resolve_target
 from ops.plan import Item, Plan, items
 
 if TYPE_CHECKING:
@@ -307,7 +307,7 @@ def plan_deploy(
     target = resolve_target(settings)
     namespace = target.namespace
     desired = in_namespace(objects, namespace)
-    with _client(target) as client:
+    with kube.client(target) as client:
         try:
             with api_errors("namespace", name=namespace):
                 CoreV1Api(client).read_namespace(namespace)
@@ -504,7 +504,7 @@ def deploy(
             namespace=work.target.namespace,
         )
     namespace = work.target.namespace
-    with _client(work.target) as client:
+    with kube.client(work.target) as client:
         if work.create_namespace:
             step(f"creating namespace {namespace}")
             with api_errors("namespace", name=namespace):
@@ -824,12 +824,3 @@ def _dig(obj: Any, *keys: str) -> Any:
             return None
         obj = obj.get(key)
     return obj
-
-
-@contextmanager
-def _client(target: KubeTarget) -> Iterator[ApiClient]:
-    client = api_client(target)
-    try:
-        yield client
-    finally:
-        client.close()

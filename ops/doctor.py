@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ops import kube
 from ops.config import Settings
 from ops.errors import OpsError
-from ops.kube import KubeTarget, api_client, api_errors, resolve_target
+from ops.kube import KubeTarget, api_errors, resolve_target
 
 if TYPE_CHECKING:
     from ops.registry import Registry
@@ -244,15 +245,11 @@ def ingress_check(ingresses: Sequence[dict[str, Any]]) -> Check:
 def _list_ingresses(target: KubeTarget) -> list[dict[str, Any]]:
     from kubernetes.client import NetworkingV1Api
 
-    client = api_client(target)
-    try:
-        with api_errors("Ingress", namespace=target.namespace):
-            listed = NetworkingV1Api(client).list_namespaced_ingress(
-                target.namespace, _request_timeout=5
-            )
+    with api_errors("Ingress", namespace=target.namespace), kube.client(target) as client:
+        listed = NetworkingV1Api(client).list_namespaced_ingress(
+            target.namespace, _request_timeout=5
+        )
         items: list[dict[str, Any]] = [client.sanitize_for_serialization(i) for i in listed.items]
-    finally:
-        client.close()
     return items
 
 
@@ -276,24 +273,17 @@ def _skipped(name: str, why: str) -> Check:
 def _cluster_version(target: KubeTarget) -> str:
     from kubernetes.client import VersionApi
 
-    with api_errors("cluster version"):
-        client = api_client(target)
-        try:
-            version = VersionApi(client).get_code(_request_timeout=5)
-        finally:
-            client.close()
-    return f"Kubernetes {version.git_version} ({client.configuration.host})"
+    with api_errors("cluster version"), kube.client(target) as client:
+        version = VersionApi(client).get_code(_request_timeout=5)
+        host = client.configuration.host
+    return f"Kubernetes {version.git_version} ({host})"
 
 
 def _read_namespace(target: KubeTarget) -> str:
     from kubernetes.client import CoreV1Api
 
-    client = api_client(target)
-    try:
-        with api_errors("namespace", name=target.namespace):
-            CoreV1Api(client).read_namespace(target.namespace, _request_timeout=5)
-    finally:
-        client.close()
+    with api_errors("namespace", name=target.namespace), kube.client(target) as client:
+        CoreV1Api(client).read_namespace(target.namespace, _request_timeout=5)
     return target.namespace
 
 

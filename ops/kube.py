@@ -98,8 +98,18 @@ def resolve_target(settings: Settings) -> KubeTarget:
     return KubeTarget(kubeconfig=settings.kubeconfig, context=context, namespace=settings.namespace)
 
 
-def api_client(target: KubeTarget) -> ApiClient:
-    """A fresh ApiClient for the target's context (never a shared global one)."""
+@contextmanager
+def client(target: KubeTarget) -> Iterator[ApiClient]:
+    """A fresh ApiClient for the target's context (never a shared global one), for one
+    operation: closed when the block ends, so no connection pool outlives its work."""
+    api = _new_client(target)
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+def _new_client(target: KubeTarget) -> ApiClient:
     from kubernetes import config as kube_config
     from kubernetes.client import Configuration
     from kubernetes.config.config_exception import ConfigException
@@ -291,7 +301,7 @@ def api_errors(
 ) -> Iterator[None]:
     """Name the object of client errors raised by an ApiClient that is not ours.
 
-    Clients from ``api_client`` translate their errors themselves; this is for the rest.
+    Clients from ``client`` translate their errors themselves; this is for the rest.
     ``what`` is the object's kind ("Deployment", "pod", "namespace").
     """
     from kubernetes.client.exceptions import ApiException

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ops import kube
 from ops.config import Settings
 from ops.deploy import DeployWork, plan_deploy
 from ops.images import BuildPlan, build_items, plan_build
-from ops.kube import KubeTarget, api_client, api_errors, resolve_target
+from ops.kube import KubeTarget, api_errors, resolve_target
 from ops.plan import Plan, items
 from ops.rollout import RestartWork, plan_restart
 
@@ -36,14 +37,14 @@ def deployment_exists(target: KubeTarget, deployment: str) -> bool:
 
     from ops.errors import NotFound
 
-    client = api_client(target)
     try:
-        with api_errors("Deployment", name=deployment, namespace=target.namespace):
+        with (
+            api_errors("Deployment", name=deployment, namespace=target.namespace),
+            kube.client(target) as client,
+        ):
             AppsV1Api(client).read_namespaced_deployment(deployment, target.namespace)
     except NotFound:
         return False
-    finally:
-        client.close()
     return True
 
 

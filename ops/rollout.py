@@ -8,15 +8,15 @@ a frozen value, so it is tested on recorded status objects without a cluster.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from ops import kube
 from ops.config import Settings
 from ops.errors import RolloutFailed, RolloutTimeout
-from ops.kube import KubeTarget, api_client, api_errors
+from ops.kube import KubeTarget, api_errors
 from ops.plan import Plan, items
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ def restart_patch(when: str) -> dict[str, Any]:
 
 def read_status(target: KubeTarget, deployment: str) -> RolloutStatus:
     """The Deployment's rollout status right now."""
-    with _client(target) as client:
+    with kube.client(target) as client:
         return evaluate(_read(client, target.namespace, deployment))
 
 
@@ -316,7 +316,7 @@ def restart(
     """
     from kubernetes.client import AppsV1Api
 
-    with _client(target) as client:
+    with kube.client(target) as client:
         current = _read(client, target.namespace, deployment)
         if bool(_field(_field(current, "spec"), "paused")):
             raise RolloutFailed(
@@ -368,7 +368,7 @@ def wait(
     poll_seconds: float = 1.0,
 ) -> RolloutResult:
     """Wait until the Deployment's current rollout completes (like `kubectl rollout status`)."""
-    with _client(target) as client:
+    with kube.client(target) as client:
         return _wait(
             client,
             target.namespace,
@@ -746,13 +746,3 @@ def _read(client: ApiClient, namespace: str, deployment: str) -> Any:
                     raise ns_exc from None
     with api_errors("Deployment", name=deployment, namespace=namespace):
         raise error
-
-
-@contextmanager
-def _client(target: KubeTarget) -> Iterator[ApiClient]:
-    """A fresh ApiClient for one operation, closed afterwards."""
-    client = api_client(target)
-    try:
-        yield client
-    finally:
-        client.close()

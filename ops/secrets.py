@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ops import textfiles
+from ops import kube, textfiles
 from ops.config import MASK, Settings, env_var
 from ops.errors import ClusterError, FileError, NotFound, SecretsError
-from ops.kube import DEPLOY_HINT, KubeTarget, api_client, api_errors, resolve_target
+from ops.kube import DEPLOY_HINT, KubeTarget, api_errors, resolve_target
 from ops.plan import Ask, Item, Plan
 
 if TYPE_CHECKING:
@@ -383,7 +383,7 @@ def read_cluster_secrets(
     """The named Secrets in the target namespace (None where absent)."""
     from kubernetes.client import CoreV1Api
 
-    with api_client(target) as client:
+    with kube.client(target) as client:
         api = CoreV1Api(client)
         return {name: _read_secret(api, name, target.namespace) for name in names}
 
@@ -402,7 +402,7 @@ def apply_changes(
     from kubernetes.client import CoreV1Api
 
     by_name = {d.name: d for d in desired}
-    with api_client(target) as client:
+    with kube.client(target) as client:
         api = CoreV1Api(client)
         for change in changes:
             want = by_name[change.name]

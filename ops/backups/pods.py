@@ -23,10 +23,10 @@ def ensure_running(target: KubeTarget, pod: str) -> None:
     """NotFound if the pod does not exist, ClusterError if it is not running."""
     from kubernetes.client import CoreV1Api
 
-    from ops.kube import api_client, api_errors
+    from ops.kube import api_errors, client
 
-    with api_errors("pod", name=pod, namespace=target.namespace), api_client(target) as client:
-        found = CoreV1Api(client).read_namespaced_pod(pod, target.namespace)
+    with api_errors("pod", name=pod, namespace=target.namespace), client(target) as api:
+        found = CoreV1Api(api).read_namespaced_pod(pod, target.namespace)
     phase = found.status.phase if found.status else None
     deleting = found.metadata is not None and found.metadata.deletion_timestamp is not None
     if phase != "Running" or deleting:
@@ -46,12 +46,12 @@ def memory_limits(settings: Settings, pod: str) -> str:
     """
     from kubernetes.client import CoreV1Api
 
-    from ops.kube import api_client, api_errors, resolve_target
+    from ops.kube import api_errors, client, resolve_target
 
     target = resolve_target(settings)
     try:
-        with api_errors("pod", name=pod, namespace=target.namespace), api_client(target) as client:
-            spec = CoreV1Api(client).read_namespaced_pod(pod, target.namespace).spec
+        with api_errors("pod", name=pod, namespace=target.namespace), client(target) as api:
+            spec = CoreV1Api(api).read_namespaced_pod(pod, target.namespace).spec
     except OpsError:
         return ""
     limits = [
@@ -93,18 +93,18 @@ def daemon_runner(settings: Settings) -> CommandRunner:
     from kubernetes.client import AppsV1Api, CoreV1Api
 
     from ops.execstream import PodExec
-    from ops.kube import api_client, api_errors, resolve_target
+    from ops.kube import api_errors, client, resolve_target
 
     target = resolve_target(settings)
     name = settings.backup_daemon
     with (
         api_errors("Deployment", name=name, namespace=target.namespace),
-        api_client(target) as client,
+        client(target) as api,
     ):
-        deployment = AppsV1Api(client).read_namespaced_deployment(name, target.namespace)
+        deployment = AppsV1Api(api).read_namespaced_deployment(name, target.namespace)
         labels = deployment.spec.selector.match_labels or {}
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        pods = CoreV1Api(client).list_namespaced_pod(target.namespace, label_selector=selector)
+        pods = CoreV1Api(api).list_namespaced_pod(target.namespace, label_selector=selector)
     running = [
         (p.metadata.creation_timestamp, p.metadata.name)
         for p in pods.items

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import IO, TYPE_CHECKING
 
+from ops import kube
 from ops.errors import ClusterError, ExecFailed, NotFound
 from ops.execstream.channels import V5, exit_code_from_status, sized_stdin
 from ops.execstream.runner import (
@@ -17,7 +19,7 @@ from ops.execstream.runner import (
     exit_error,
 )
 from ops.execstream.session import ExecSession, Pumped, WebSocket
-from ops.kube import KubeTarget, api_client, unreachable
+from ops.kube import KubeTarget, unreachable
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -37,7 +39,7 @@ class PodExec:
         pod: str,
         *,
         container: str | None = None,
-        client_factory: Callable[[KubeTarget], ApiClient] = api_client,
+        client_factory: Callable[[KubeTarget], AbstractContextManager[ApiClient]] = kube.client,
         keepalive_seconds: float = 20.0,
         chunk_size: int = CHUNK_SIZE,
         describe: Describe = command_name,
@@ -168,26 +170,26 @@ class PodExec:
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
 
-        client = self._client_factory(self.target)
         extra = {"container": self.container} if self.container else {}
-        try:
-            response = stream(
-                CoreV1Api(client).connect_get_namespaced_pod_exec,
-                self.pod,
-                self.target.namespace,
-                command=argv,
-                stdin=with_stdin,
-                stdout=True,
-                stderr=True,
-                tty=False,
-                _preload_content=False,
-                binary=True,
-                **extra,
-            )
-        except ApiException as exc:
-            raise self._handshake_error(exc, host=str(client.configuration.host)) from exc
-        finally:
-            client.close()  # the websocket is its own connection; the client's pool is not
+        # The client is closed once the handshake is done: the websocket is its own
+        # connection; the client's pool is not.
+        with self._client_factory(self.target) as client:
+            try:
+                response = stream(
+                    CoreV1Api(client).connect_get_namespaced_pod_exec,
+                    self.pod,
+                    self.target.namespace,
+                    command=argv,
+                    stdin=with_stdin,
+                    stdout=True,
+                    stderr=True,
+                    tty=False,
+                    _preload_content=False,
+                    binary=True,
+                    **extra,
+                )
+            except ApiException as exc:
+                raise self._handshake_error(exc, host=str(client.configuration.host)) from exc
         ws: WebSocket = response.sock
         self._protocol = str(getattr(response, "subprotocol", None) or "")
         return ws, self._protocol

@@ -73,3 +73,54 @@ def test_missing_kubeconfig_is_one_clear_error(tmp_path: Path) -> None:
     settings = load_settings({"kubeconfig": str(tmp_path / "absent")}, environ={})
     with pytest.raises(ContextError, match="no usable kubeconfig"):
         resolve_target(settings)
+
+
+def test_a_client_is_closed_when_its_block_ends_or_fails(tmp_path: Path, monkeypatch) -> None:
+    from kubernetes.client import ApiClient
+
+    from ops import kube
+
+    closed: list[object] = []
+    monkeypatch.setattr(ApiClient, "close", lambda self: closed.append(self))
+    settings = load_settings(
+        {"kubeconfig": str(kubeconfig(tmp_path, "docker-desktop"))}, environ={}
+    )
+    target = resolve_target(settings)
+    with kube.client(target) as api:
+        assert api.configuration.host == "https://127.0.0.1:1"
+    assert closed == [api]
+    with pytest.raises(RuntimeError), kube.client(target) as failing:
+        raise RuntimeError("the operation failed")
+    assert closed == [api, failing]
+
+
+def test_every_api_client_in_ops_is_opened_by_a_with_block() -> None:
+    """Seen: clients outside the exec layer were never closed (issue 13). Every ApiClient
+    comes from ``kube.client`` (or PodExec's factory of it), each call the head of a
+    ``with``: so each one is closed."""
+    import ast
+
+    ops_dir = Path(__file__).resolve().parents[2] / "ops"
+    opened: list[str] = []
+    unclosed: list[str] = []
+    for path in sorted(ops_dir.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        heads = {
+            id(item.context_expr)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.With)
+            for item in node.items
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            made_here = path.name == "kube.py" and name == "_new_client"  # in kube.client
+            if name in ("ApiClient", "api_client", "_new_client") and not made_here:
+                unclosed.append(f"{path.name}:{node.lineno} {name}(...)")
+            if name in ("kube.client", "client", "self._client_factory"):
+                opened.append(f"{path.name}:{node.lineno}")
+                if id(node) not in heads:
+                    unclosed.append(f"{path.name}:{node.lineno} {name}(...) outside a with")
+    assert unclosed == []
+    assert len(opened) >= 10, opened  # the callers are found at all
