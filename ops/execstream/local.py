@@ -6,16 +6,16 @@ import contextlib
 import os
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO
 
+from ops.errors import ExecFailed
 from ops.execstream.runner import (
     CHUNK_SIZE,
-    Capture,
+    CommandRunner,
     CompletedExec,
     Describe,
-    Progress,
+    ExecRequest,
     StderrTail,
     command_name,
     exit_error,
@@ -23,7 +23,7 @@ from ops.execstream.runner import (
 
 
 @dataclass(frozen=True)
-class LocalRunner:
+class LocalRunner(CommandRunner):
     """Runs commands as local subprocesses (local PostgreSQL tools, and the tests).
 
     The same ``sh -c`` commands as in the pod run here, with the credentials in ``env``
@@ -40,17 +40,8 @@ class LocalRunner:
     def where(self) -> str:
         return "this machine"
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: IO[bytes] | None = None,
-        stdin_size: int | None = None,
-        stdout: IO[bytes] | None = None,
-        check: bool = True,
-        progress: Progress | None = None,
-    ) -> CompletedExec:
-        args = list(argv)
+    def _execute(self, request: ExecRequest) -> CompletedExec:
+        args, stdin, sink, progress = request.args, request.stdin, request.sink, request.progress
         command = args
         if os.name == "nt":  # the pod's /dev/null, for local tools on Windows
             command = [os.devnull if word == "/dev/null" else word for word in args]
@@ -62,7 +53,6 @@ class LocalRunner:
             env=dict(self.env) if self.env is not None else None,
         )
         tail = StderrTail()
-        sink = stdout if stdout is not None else Capture()
         fed = 0
         feed_error: list[BaseException] = []
 
@@ -99,7 +89,7 @@ class LocalRunner:
             assert proc.stdout is not None
             while chunk := proc.stdout.read1(self.chunk_size):  # type: ignore[attr-defined]
                 sink.write(chunk)
-                if progress is not None and stdout is not None and stdin is None:
+                if progress is not None and request.to_file and stdin is None:
                     progress(len(chunk))
                 out += len(chunk)
             code = proc.wait()
@@ -114,14 +104,14 @@ class LocalRunner:
                     pipe.close()
         if feed_error:
             raise feed_error[0]
-        result = CompletedExec(
+        return CompletedExec(
             args=args,
             returncode=code,
-            stdout=bytes(sink.data) if isinstance(sink, Capture) else b"",
+            stdout=request.captured(),
             stderr=tail.text(),
             stdout_bytes=out,
             stdin_bytes=fed,
         )
-        if check and code != 0:
-            raise exit_error(result, name=self.describe(args), where=f"on {self.where}")
-        return result
+
+    def _exit_error(self, result: CompletedExec) -> ExecFailed:
+        return exit_error(result, name=self.describe(result.args), where=f"on {self.where}")

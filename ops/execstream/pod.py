@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from ops import kube
 from ops.errors import ClusterError, ExecFailed, NotFound
 from ops.execstream.channels import V5, exit_code_from_status, sized_stdin
 from ops.execstream.runner import (
     CHUNK_SIZE,
-    Capture,
+    CommandRunner,
     CompletedExec,
     Describe,
-    Progress,
+    ExecRequest,
     command_name,
     exit_error,
 )
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 
-class PodExec:
+class PodExec(CommandRunner):
     """Runs commands in one pod's container over the exec API.
 
     Each command opens its own websocket with a fresh API client, closed once the
@@ -70,22 +70,10 @@ class PodExec:
         assert self._protocol is not None  # every run that returns has connected
         return self._protocol
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: IO[bytes] | None = None,
-        stdin_size: int | None = None,
-        stdout: IO[bytes] | None = None,
-        check: bool = True,
-        progress: Progress | None = None,
-    ) -> CompletedExec:
-        """Run ``argv``; stream ``stdin`` in and stdout out; raise ExecFailed if ``check``.
-
-        Any exit (Ctrl-C included) closes the websocket, which ends the remote command's
-        stdin and stdout: a remote ``pg_dump`` dies of SIGPIPE, a reader sees EOF.
-        """
-        args = list(argv)
+    def _execute(self, request: ExecRequest) -> CompletedExec:
+        """Any exit (Ctrl-C included) closes the websocket, which ends the remote command's
+        stdin and stdout: a remote ``pg_dump`` dies of SIGPIPE, a reader sees EOF."""
+        args, stdin, stdin_size = request.args, request.stdin, request.stdin_size
         command = args
         expected = None
         if stdin is not None:
@@ -107,7 +95,6 @@ class PodExec:
                     f"the API server spoke {expected} a moment ago and now speaks {protocol}",
                     hint="Run it again; nothing was sent.",
                 )
-        sink = stdout if stdout is not None else Capture()
         session = ExecSession(
             ws,
             protocol=protocol,
@@ -116,24 +103,19 @@ class PodExec:
             stdin_size=stdin_size if stdin is not None else None,
         )
         try:
-            pumped = session.pump(stdin, sink, progress)
+            pumped = session.pump(stdin, request.sink, request.progress)
         finally:
             session.close()
-        result = self._result(
-            args,
-            pumped,
-            session.stderr.text(),
-            captured=bytes(sink.data) if isinstance(sink, Capture) else b"",
+        return self._result(args, pumped, session.stderr.text(), captured=request.captured())
+
+    def _exit_error(self, result: CompletedExec) -> ExecFailed:
+        return exit_error(
+            result,
+            name=self._describe(result.args),
+            where=f"in {self.where}",
+            pod=self.pod,
+            namespace=self.target.namespace,
         )
-        if check and result.returncode != 0:
-            raise exit_error(
-                result,
-                name=self._describe(args),
-                where=f"in {self.where}",
-                pod=self.pod,
-                namespace=self.target.namespace,
-            )
-        return result
 
     def _result(
         self, args: list[str], pumped: Pumped, stderr: str, *, captured: bytes

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO
 
 from ops.errors import ExecFailed
 
@@ -32,29 +33,6 @@ class CompletedExec:
     stderr: str = ""
     stdout_bytes: int = 0
     stdin_bytes: int = 0
-
-
-class CommandRunner(Protocol):
-    """Something that runs an argument list somewhere and streams its stdin/stdout.
-
-    Two implementations: ``PodExec`` (a pod's container, over the exec API) and
-    ``LocalRunner`` (a local subprocess). ``ops.backups`` takes either, so the same
-    dump/verify/restore code runs in the pod and, in tests and local tools, here.
-    """
-
-    @property
-    def where(self) -> str: ...
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: IO[bytes] | None = None,
-        stdin_size: int | None = None,
-        stdout: IO[bytes] | None = None,
-        check: bool = True,
-        progress: Progress | None = None,
-    ) -> CompletedExec: ...
 
 
 def command_name(argv: Sequence[str]) -> str:
@@ -104,3 +82,70 @@ class Capture:
             )
         self.data += data
         return len(data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecRequest:
+    """One ``run``, as a runner's ``_execute`` receives it: where stdout goes (``sink``: the
+    caller's file, else a bounded ``Capture``), and whether it was the caller's."""
+
+    args: list[str]
+    stdin: IO[bytes] | None
+    stdin_size: int | None
+    sink: IO[bytes] | Capture
+    to_file: bool  # stdout is the caller's file (not captured)
+    progress: Progress | None
+
+    def captured(self) -> bytes:
+        """What was captured of stdout (empty when it went to the caller's file)."""
+        return bytes(self.sink.data) if isinstance(self.sink, Capture) else b""
+
+
+class CommandRunner(ABC):
+    """Something that runs an argument list somewhere and streams its stdin/stdout.
+
+    Two implementations: ``PodExec`` (a pod's container, over the exec API) and
+    ``LocalRunner`` (a local subprocess). ``ops.backups`` takes either, so the same
+    dump/verify/restore code runs in the pod and, in tests and local tools, here. Both
+    share ``run``; each says where it runs and how it executes one request.
+    """
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """Where the commands run, for messages ("pod postgres-0 (ctx/ns)")."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: IO[bytes] | None = None,
+        stdin_size: int | None = None,
+        stdout: IO[bytes] | None = None,
+        check: bool = True,
+        progress: Progress | None = None,
+    ) -> CompletedExec:
+        """Run ``argv`` like ``subprocess.run``: ``stdin`` streamed in (``stdin_size`` bytes
+        if known), stdout streamed into ``stdout`` (else captured, up to
+        ``CAPTURE_LIMIT``), ``progress`` called with byte counts; ``check``: a non-zero
+        exit raises ExecFailed with the stderr tail."""
+        request = ExecRequest(
+            args=list(argv),
+            stdin=stdin,
+            stdin_size=stdin_size,
+            sink=stdout if stdout is not None else Capture(),
+            to_file=stdout is not None,
+            progress=progress,
+        )
+        result = self._execute(request)
+        if check and result.returncode != 0:
+            raise self._exit_error(result)
+        return result
+
+    @abstractmethod
+    def _execute(self, request: ExecRequest) -> CompletedExec:
+        """Run one request to its end and return its result (a non-zero exit included)."""
+
+    @abstractmethod
+    def _exit_error(self, result: CompletedExec) -> ExecFailed:
+        """The error of a command that exited non-zero (``exit_error`` with context)."""
