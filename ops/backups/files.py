@@ -318,18 +318,17 @@ def verify_backup(
             decrypt_all=decrypt_all,
         )
     header = read_file_header(path)
-    checks.append(
-        f"{header.format} format"
-        + (f", archive {header.archive_version}" if header.archive_version else "")
-    )
-    if info is not None and info.format != header.format:
-        raise CorruptBackup(f"{path} is {header.format}, its sidecar says {info.format}")
+    _check_format(path, header, info, checks)
     if header.format == "plain":
         if not plain_is_complete(path):
             raise CorruptBackup(f"{path} is cut short: no 'dump complete' trailer")
         checks.append("plain dump ends with pg_dump's trailer")
+    elif (reader := _reader(full_reader)) is not None:
+        checks.append(_full_read(path, reader, size, progress))
+    elif info is not None:
+        checks.append("full read skipped (the sha256 is that of pg_dump's complete output)")
     else:
-        checks.append(_full_read(path, size, full_reader, info is not None, progress))
+        checks.append("full read skipped (no pg_restore to read it with)")
     return Verification(
         path=path,
         header=header,
@@ -339,18 +338,41 @@ def verify_backup(
     )
 
 
+def _check_format(
+    path: Path, header: DumpHeader, info: BackupInfo | None, checks: list[str]
+) -> None:
+    """The dump's format as its header says, and the sidecar's agreeing with it."""
+    checks.append(
+        f"{header.format} format"
+        + (f", archive {header.archive_version}" if header.archive_version else "")
+    )
+    if info is not None and info.format != header.format:
+        raise CorruptBackup(f"{path} is {header.format}, its sidecar says {info.format}")
+
+
+def _reader(full_reader: FullReader) -> CommandRunner | None:
+    return full_reader() if callable(full_reader) else full_reader
+
+
 def _full_read(
-    path: Path, size: int, full_reader: FullReader, has_sidecar: bool, progress: ProgressFactory
+    path: Path,
+    reader: CommandRunner,
+    size: int,
+    progress: ProgressFactory,
+    *,
+    identities: Sequence[Any] | None = None,
 ) -> str:
-    """pg_restore reads a custom dump to its end (or says why it did not)."""
-    reader = full_reader() if callable(full_reader) else full_reader
-    if reader is None:
-        if has_sidecar:
-            return "full read skipped (the sha256 is that of pg_dump's complete output)"
-        return "full read skipped (no pg_restore to read it with)"
-    with path.open("rb") as f, progress(f"full read {path.name}", size) as advance:
+    """pg_restore reads a custom dump of ``size`` bytes to its end (decrypted on the way
+    with ``identities``), or CorruptBackup says why it did not."""
+    with contextlib.ExitStack() as stack:
+        stdin: IO[bytes] = stack.enter_context(path.open("rb"))
+        if identities is not None:
+            stdin = stack.enter_context(
+                agecrypt.DecryptingReader(stdin, identities, name=str(path))  # type: ignore[arg-type]
+            )
+        advance = stack.enter_context(progress(f"full read {path.name}", size))
         result = reader.run(
-            full_read_command(), stdin=f, stdin_size=size, check=False, progress=advance
+            full_read_command(), stdin=stdin, stdin_size=size, check=False, progress=advance
         )
     if result.returncode != 0:
         raise CorruptBackup(
@@ -388,6 +410,17 @@ def _verify_encrypted(
     progress: ProgressFactory,
     decrypt_all: bool = True,
 ) -> Verification:
+    def verified(header: DumpHeader, plain_size: int | None = None) -> Verification:
+        return Verification(
+            path=path,
+            header=header,
+            checks=tuple(checks),
+            info=info,
+            stat=stat,
+            encrypted=True,
+            plain_size=plain_size,
+        )
+
     recipients = info.recipients if info is not None else ()
     to = f" to {len(recipients)} recipient(s)" if recipients else ""
     checks.append(f"age-encrypted{to}")
@@ -397,14 +430,7 @@ def _verify_encrypted(
             "contents not opened: no identity (MANIFEST_BACKUP_IDENTITY_FILE or "
             "secrets/backup_identity.txt opens and checks them)"
         )
-        return Verification(
-            path=path,
-            header=DumpHeader(format=fmt),
-            checks=tuple(checks),
-            info=info,
-            stat=stat,
-            encrypted=True,
-        )
+        return verified(DumpHeader(format=fmt))
     if not decrypt_all and info is not None and info.recipients:
         # The sidecar backup.now wrote after every check passed, and its sha256 matches.
         opened = agecrypt.open_head(path, identities, recipients=recipients, head=HEAD_BYTES)
@@ -412,15 +438,7 @@ def _verify_encrypted(
         if info.format != header.format:
             raise CorruptBackup(f"{path} is {header.format}, its sidecar says {info.format}")
         checks.append("your identity opens it (age); the rest is authenticated as it streams")
-        return Verification(
-            path=path,
-            header=header,
-            checks=tuple(checks),
-            info=info,
-            stat=stat,
-            encrypted=True,
-            plain_size=opened.plain_size,
-        )
+        return verified(header, opened.plain_size)
     with path.open("rb") as f, progress(f"decrypt {path.name}", stat[0]) as advance:
         checked = agecrypt.check_stream(
             _Counting(f, advance),  # type: ignore[arg-type]
@@ -432,43 +450,14 @@ def _verify_encrypted(
         )
     checks.append("decrypts, every chunk authenticated (age)")
     header = read_header(checked.head, name=f"{path} (decrypted)")
-    checks.append(
-        f"{header.format} format"
-        + (f", archive {header.archive_version}" if header.archive_version else "")
-    )
-    if info is not None and info.format != header.format:
-        raise CorruptBackup(f"{path} is {header.format}, its sidecar says {info.format}")
+    _check_format(path, header, info, checks)
     if header.format == "plain":
         if PLAIN_END not in checked.tail:
             raise CorruptBackup(f"{path} is cut short: no 'dump complete' trailer")
         checks.append("plain dump ends with pg_dump's trailer")
-    elif (reader := full_reader() if callable(full_reader) else full_reader) is not None:
-        with (
-            path.open("rb") as f,
-            agecrypt.DecryptingReader(f, identities, name=str(path)) as plain,
-            progress(f"full read {path.name}", checked.plain_size) as advance,
-        ):
-            result = reader.run(
-                full_read_command(),
-                stdin=plain,  # type: ignore[arg-type]
-                stdin_size=checked.plain_size,
-                check=False,
-                progress=advance,
-            )
-        if result.returncode != 0:
-            raise CorruptBackup(
-                f"{path} does not read to the end: {result.stderr or 'pg_restore failed'}"
-            )
-        checks.append(f"full read by pg_restore ({reader.where})")
-    return Verification(
-        path=path,
-        header=header,
-        checks=tuple(checks),
-        info=info,
-        stat=stat,
-        encrypted=True,
-        plain_size=checked.plain_size,
-    )
+    elif (reader := _reader(full_reader)) is not None:
+        checks.append(_full_read(path, reader, checked.plain_size, progress, identities=identities))
+    return verified(header, checked.plain_size)
 
 
 # --- listing ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,26 +48,6 @@ def students(postgres_server: PostgresServer, fresh_database: str) -> str:
     return fresh_database
 
 
-def run(
-    shell: list[str],
-    mode: str,
-    backups: Path,
-    server: PostgresServer,
-    database: str,
-    **extra: str,
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **server.env(database),
-        "PATH": f"{server.client_bindir}:{os.environ['PATH']}",
-        "BACKUP_DIR": str(backups),
-        "TMPDIR": str(backups.parent),
-        **extra,
-    }
-    return subprocess.run(
-        [*shell, str(SCRIPT), mode], env=env, capture_output=True, text=True, timeout=60
-    )
-
-
 def backup_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -91,27 +72,60 @@ def backups(tmp_path: Path) -> Path:
     return folder
 
 
-def test_once_writes_a_verified_dump_with_its_sidecar(
+@dataclass(frozen=True)
+class Daemon:
+    """backup.sh as the pod runs it: one shell, the backup folder, the test's database."""
+
+    shell: list[str]
+    backups: Path
+    server: PostgresServer
+    database: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **self.server.env(self.database),
+            "PATH": f"{self.server.client_bindir}:{os.environ['PATH']}",
+            "BACKUP_DIR": str(self.backups),
+            "TMPDIR": str(self.backups.parent),
+            **extra,
+        }
+
+    def run(self, mode: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.shell, str(SCRIPT), mode],
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def daemon(
     shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
-) -> None:
-    result = run(shell, "once", backups, postgres_server, students)
+) -> Daemon:
+    return Daemon(shell=shell, backups=backups, server=postgres_server, database=students)
+
+
+def test_once_writes_a_verified_dump_with_its_sidecar(daemon: Daemon) -> None:
+    result = daemon.run("once")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    (dump,) = [n for n in backup_files(backups) if n.endswith(".sql")]
+    (dump,) = [n for n in backup_files(daemon.backups) if n.endswith(".sql")]
     assert NAME.fullmatch(dump)
-    assert backup_files(backups) == [dump, f"{dump}.sha256"]
+    assert backup_files(daemon.backups) == [dump, f"{dump}.sha256"]
     check = subprocess.run(
-        ["sha256sum", "-c", f"{dump}.sha256"], cwd=backups, capture_output=True, text=True
+        ["sha256sum", "-c", f"{dump}.sha256"], cwd=daemon.backups, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    text = (backups / dump).read_text()
+    text = (daemon.backups / dump).read_text()
     assert "Max\t25" in text and "Erika\t31" in text
     assert "-- PostgreSQL database dump complete" in text.splitlines()[-5:]
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     assert f" backup ok file={dump} " in lines[0]
     assert "kept=1 deleted=0" in lines[0]
-    assert postgres_server.password not in result.stdout + result.stderr
+    assert daemon.server.password not in result.stdout + result.stderr
 
 
 def restore_with_psql(server: PostgresServer, dump: Path, database: str) -> None:
@@ -126,46 +140,40 @@ def restore_with_psql(server: PostgresServer, dump: Path, database: str) -> None
         )
 
 
-def test_the_dump_restores_into_an_empty_database(
-    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
-) -> None:
-    assert run(shell, "once", backups, postgres_server, students).returncode == 0
-    (dump,) = backups.glob("*.sql")
-    target = postgres_server.create_database(students + "_copy")
+def test_the_dump_restores_into_an_empty_database(daemon: Daemon) -> None:
+    assert daemon.run("once").returncode == 0
+    (dump,) = daemon.backups.glob("*.sql")
+    target = daemon.server.create_database(daemon.database + "_copy")
     try:
-        restore_with_psql(postgres_server, dump, target)
-        rows = postgres_server.psql("SELECT name, age FROM student ORDER BY id", target)
+        restore_with_psql(daemon.server, dump, target)
+        rows = daemon.server.psql("SELECT name, age FROM student ORDER BY id", target)
         assert rows.splitlines() == ["Max|25", "Erika|31"]
     finally:
-        postgres_server.drop_database(target)
+        daemon.server.drop_database(target)
 
 
-def test_the_dump_restores_over_the_live_database_it_came_from(
-    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
-) -> None:
-    assert run(shell, "once", backups, postgres_server, students).returncode == 0
-    (dump,) = backups.glob("*.sql")
-    postgres_server.psql(
+def test_the_dump_restores_over_the_live_database_it_came_from(daemon: Daemon) -> None:
+    assert daemon.run("once").returncode == 0
+    (dump,) = daemon.backups.glob("*.sql")
+    daemon.server.psql(
         "UPDATE student SET age = 99; INSERT INTO student (name, age) VALUES ('Later', 40)",
-        students,
+        daemon.database,
     )
-    restore_with_psql(postgres_server, dump, students)
-    rows = postgres_server.psql("SELECT name, age FROM student ORDER BY id", students)
+    restore_with_psql(daemon.server, dump, daemon.database)
+    rows = daemon.server.psql("SELECT name, age FROM student ORDER BY id", daemon.database)
     assert rows.splitlines() == ["Max|25", "Erika|31"]
 
 
-def test_retention_keeps_the_ten_newest_and_never_touches_part_files(
-    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
-) -> None:
-    old = make_old_backups(backups, 12)
-    (backups / "upload.dump.part").write_text("an upload in progress")
-    (backups / ".hidden.sql.part").write_text("another one")
+def test_retention_keeps_the_ten_newest_and_never_touches_part_files(daemon: Daemon) -> None:
+    old = make_old_backups(daemon.backups, 12)
+    (daemon.backups / "upload.dump.part").write_text("an upload in progress")
+    (daemon.backups / ".hidden.sql.part").write_text("another one")
 
-    result = run(shell, "once", backups, postgres_server, students)
+    result = daemon.run("once")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "kept=10 deleted=3" in result.stdout
-    names = backup_files(backups)
+    names = backup_files(daemon.backups)
     (new,) = [n for n in names if n.endswith(".sql") and n not in old]
     survivors = [*old[-9:], new]
     expected = sorted(
@@ -174,21 +182,17 @@ def test_retention_keeps_the_ten_newest_and_never_touches_part_files(
     assert names == expected
 
 
-def test_keep_is_an_environment_setting(
-    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
-) -> None:
-    old = make_old_backups(backups, 5)
+def test_keep_is_an_environment_setting(daemon: Daemon) -> None:
+    old = make_old_backups(daemon.backups, 5)
 
-    result = run(shell, "prune", backups, postgres_server, students, KEEP="3")
+    result = daemon.run("prune", KEEP="3")
 
     assert result.returncode == 0, result.stderr
     assert "prune kept=3 deleted=2" in result.stdout
-    assert [n for n in backup_files(backups) if not n.endswith(".sha256")] == old[-3:]
+    assert [n for n in backup_files(daemon.backups) if not n.endswith(".sha256")] == old[-3:]
 
 
-def test_retention_never_prunes_uploaded_backups(
-    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
-) -> None:
+def test_retention_never_prunes_uploaded_backups(daemon: Daemon) -> None:
     """Seen: an upload counted against `keep` and was pruned minutes later."""
     uploads = {
         "studentdb-manifest-lab-20240101-000000.dump": 1_600_000_000,  # older than all
@@ -196,19 +200,19 @@ def test_retention_never_prunes_uploaded_backups(
         "continuous-notes.sql": 1_600_000_200,  # the prefix, but not the daemon's name
     }
     for name, mtime in uploads.items():
-        (backups / name).write_text("an uploaded backup")
-        (backups / f"{name}.sha256").write_text(f"{'0' * 64}  {name}\n")
-        os.utime(backups / name, (mtime, mtime))
-    old = make_old_backups(backups, 4)
+        (daemon.backups / name).write_text("an uploaded backup")
+        (daemon.backups / f"{name}.sha256").write_text(f"{'0' * 64}  {name}\n")
+        os.utime(daemon.backups / name, (mtime, mtime))
+    old = make_old_backups(daemon.backups, 4)
     # An mtime says nothing: the oldest dump touched last is still the oldest.
-    os.utime(backups / old[0], (1_900_000_000, 1_900_000_000))
+    os.utime(daemon.backups / old[0], (1_900_000_000, 1_900_000_000))
 
     for _ in range(2):
-        result = run(shell, "once", backups, postgres_server, students, KEEP="2")
+        result = daemon.run("once", KEEP="2")
         assert result.returncode == 0, result.stdout + result.stderr
         time.sleep(1.1)  # a new name each second
 
-    names = backup_files(backups)
+    names = backup_files(daemon.backups)
     for name in uploads:
         assert name in names and f"{name}.sha256" in names
     own = [n for n in names if NAME.fullmatch(n)]
@@ -224,34 +228,24 @@ def test_retention_never_prunes_uploaded_backups(
     ],
 )
 def test_a_failing_pg_dump_keeps_every_previous_backup(
-    shell: list[str],
-    backups: Path,
-    postgres_server: PostgresServer,
-    students: str,
-    failure: dict[str, str],
+    daemon: Daemon, failure: dict[str, str]
 ) -> None:
-    make_old_backups(backups, 10)
-    before = {p.name: p.read_bytes() for p in backups.iterdir()}
+    make_old_backups(daemon.backups, 10)
+    before = {p.name: p.read_bytes() for p in daemon.backups.iterdir()}
 
-    result = run(shell, "once", backups, postgres_server, students, **failure)
+    result = daemon.run("once", **failure)
 
     assert result.returncode == 1
-    after = {p.name: p.read_bytes() for p in backups.iterdir()}
+    after = {p.name: p.read_bytes() for p in daemon.backups.iterdir()}
     assert after == before, "nothing added, nothing deleted, nothing changed; no .part left"
     (line,) = result.stdout.splitlines()
     assert " backup FAILED file=continuous-" in line
     assert "pg_dump exited" in line and "nothing deleted" in line
     assert "wrong-password" not in result.stdout + result.stderr
-    assert not list(backups.parent.glob("postgres-backup.*.err"))
+    assert not list(daemon.backups.parent.glob("postgres-backup.*.err"))
 
 
-def test_a_dump_cut_short_is_not_kept(
-    shell: list[str],
-    backups: Path,
-    postgres_server: PostgresServer,
-    students: str,
-    tmp_path: Path,
-) -> None:
+def test_a_dump_cut_short_is_not_kept(daemon: Daemon, tmp_path: Path) -> None:
     """A pg_dump that exits 0 without its end marker (fake: a real one cannot be made to)."""
     fake_bin = tmp_path / "fake-bin"
     fake_bin.mkdir()
@@ -262,21 +256,14 @@ def test_a_dump_cut_short_is_not_kept(
         'printf -- "-- PostgreSQL database dump\\nCREATE TABLE half (\\n" > "$out"\n'
     )
     fake_pg_dump.chmod(0o755)
-    make_old_backups(backups, 10)
-    before = backup_files(backups)
+    make_old_backups(daemon.backups, 10)
+    before = backup_files(daemon.backups)
 
-    result = run(
-        shell,
-        "once",
-        backups,
-        postgres_server,
-        students,
-        PATH=f"{fake_bin}:{os.environ['PATH']}",
-    )
+    result = daemon.run("once", PATH=f"{fake_bin}:{os.environ['PATH']}")
 
     assert result.returncode == 1
     assert "the dump has no end marker" in result.stdout
-    assert backup_files(backups) == before
+    assert backup_files(daemon.backups) == before
 
 
 @pytest.mark.parametrize(
@@ -288,64 +275,57 @@ def test_a_dump_cut_short_is_not_kept(
     ],
 )
 def test_a_bad_setting_stops_before_touching_anything(
-    shell: list[str],
-    backups: Path,
-    postgres_server: PostgresServer,
-    students: str,
-    setting: dict[str, str],
+    daemon: Daemon, setting: dict[str, str]
 ) -> None:
-    make_old_backups(backups, 12)
-    before = backup_files(backups)
+    make_old_backups(daemon.backups, 12)
+    before = backup_files(daemon.backups)
 
-    result = run(shell, "prune", backups, postgres_server, students, **setting)
+    result = daemon.run("prune", **setting)
 
     assert result.returncode == 2
     assert " backup error " in result.stdout
-    assert backup_files(backups) == before
+    assert backup_files(daemon.backups) == before
 
 
 def test_loop_backs_up_every_interval_reports_health_and_stops_cleanly_on_term(
-    shell: list[str], backups: Path, postgres_server: PostgresServer, students: str
+    daemon: Daemon,
 ) -> None:
-    (backups / "continuous-20240101-000000.sql.part").write_text("left by a killed container")
-    heartbeat = backups.parent / "heartbeat"
-    env = {
-        **postgres_server.env(students),
-        "PATH": f"{postgres_server.client_bindir}:{os.environ['PATH']}",
-        "BACKUP_DIR": str(backups),
-        "TMPDIR": str(backups.parent),
-        "BACKUP_INTERVAL_SECONDS": "1",
-        "HEARTBEAT_FILE": str(heartbeat),
-    }
-    daemon = subprocess.Popen(
-        [*shell, str(SCRIPT), "loop"], env=env, stdout=subprocess.PIPE, text=True
+    (daemon.backups / "continuous-20240101-000000.sql.part").write_text(
+        "left by a killed container"
+    )
+    heartbeat = daemon.backups.parent / "heartbeat"
+    env = daemon.env(BACKUP_INTERVAL_SECONDS="1", HEARTBEAT_FILE=str(heartbeat))
+    loop = subprocess.Popen(
+        [*daemon.shell, str(SCRIPT), "loop"], env=env, stdout=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 20
-        while len(list(backups.glob("*.sql"))) < 2 and time.monotonic() < deadline:
+        while len(list(daemon.backups.glob("*.sql"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert len(list(backups.glob("*.sql"))) >= 2
-        health = subprocess.run([*shell, str(SCRIPT), "health"], env=env, capture_output=True)
+        assert len(list(daemon.backups.glob("*.sql"))) >= 2
+        health = subprocess.run(
+            [*daemon.shell, str(SCRIPT), "health"], env=env, capture_output=True
+        )
         assert health.returncode == 0, health.stdout
-        daemon.send_signal(signal.SIGTERM)
-        status = daemon.wait(timeout=5)
+        loop.send_signal(signal.SIGTERM)
+        status = loop.wait(timeout=5)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        if loop.poll() is None:
+            loop.kill()
+            loop.wait()
     assert status == 143
-    assert daemon.stdout is not None
-    lines = daemon.stdout.read().splitlines()
+    assert loop.stdout is not None
+    lines = loop.stdout.read().splitlines()
     assert " backup started interval=1s keep=10 " in lines[0]
     assert all(" backup ok file=" in line for line in lines[1:])
-    assert list(backups.glob("*.part")) == [], "the stale .part of this daemon is gone"
-    for dump in backups.glob("*.sql"):
-        assert (backups / f"{dump.name}.sha256").is_file()
+    assert list(daemon.backups.glob("*.part")) == [], "the stale .part of this daemon is gone"
+    for dump in daemon.backups.glob("*.sql"):
+        assert (daemon.backups / f"{dump.name}.sha256").is_file()
 
     stale = {**env, "HEALTH_MAX_AGE_SECONDS": "0"}
     os.utime(heartbeat, (time.time() - 5, time.time() - 5))
     health = subprocess.run(
-        [*shell, str(SCRIPT), "health"], env=stale, capture_output=True, text=True
+        [*daemon.shell, str(SCRIPT), "health"], env=stale, capture_output=True, text=True
     )
     assert health.returncode == 1
     assert "heartbeat is" in health.stdout
@@ -369,29 +349,27 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     return recipients, identity
 
 
-def test_once_encrypts_and_the_age_cli_opens_it(
-    shell, backups, postgres_server: PostgresServer, students, keys, tmp_path
-) -> None:
+def test_once_encrypts_and_the_age_cli_opens_it(daemon: Daemon, keys, tmp_path) -> None:
     recipients, identity = keys
-    result = run(
-        shell, "once", backups, postgres_server, students, BACKUP_RECIPIENTS_FILE=str(recipients)
-    )
+    result = daemon.run("once", BACKUP_RECIPIENTS_FILE=str(recipients))
 
     assert result.returncode == 0, result.stdout + result.stderr
-    (dump,) = [n for n in backup_files(backups) if n.endswith(".age")]
+    (dump,) = [n for n in backup_files(daemon.backups) if n.endswith(".age")]
     assert AGE_NAME.fullmatch(dump)
-    assert backup_files(backups) == [dump, f"{dump}.sha256"]
-    data = (backups / dump).read_bytes()
+    assert backup_files(daemon.backups) == [dump, f"{dump}.sha256"]
+    data = (daemon.backups / dump).read_bytes()
     assert agecrypt.is_encrypted(data)
     # Nothing readable on the volume: no row, no SQL.
     for plain in (b"Erika", b"Max\t25", b"CREATE TABLE", b"PostgreSQL database dump"):
         assert plain not in data
-    sidecar = (backups / f"{dump}.sha256").read_text()
+    sidecar = (daemon.backups / f"{dump}.sha256").read_text()
     assert sidecar == f"{hashlib.sha256(data).hexdigest()}  {dump}\n"
     assert f" backup ok file={dump} " in result.stdout
 
     opened = subprocess.run(
-        ["age", "-d", "-i", str(identity), str(backups / dump)], capture_output=True, check=True
+        ["age", "-d", "-i", str(identity), str(daemon.backups / dump)],
+        capture_output=True,
+        check=True,
     ).stdout.decode()
     assert "Max\t25" in opened and "Erika\t31" in opened
     assert "-- PostgreSQL database dump complete" in opened.splitlines()[-5:]
@@ -399,57 +377,43 @@ def test_once_encrypts_and_the_age_cli_opens_it(
     # ... and it restores over the live database, as --from-daemon does after decrypting.
     plain = tmp_path / "decrypted.sql"
     plain.write_text(opened)
-    postgres_server.psql("UPDATE student SET age = 99", students)
-    restore_with_psql(postgres_server, plain, students)
-    rows = postgres_server.psql("SELECT name, age FROM student ORDER BY id", students)
+    daemon.server.psql("UPDATE student SET age = 99", daemon.database)
+    restore_with_psql(daemon.server, plain, daemon.database)
+    rows = daemon.server.psql("SELECT name, age FROM student ORDER BY id", daemon.database)
     assert "Max|25" in rows and "Erika|31" in rows and "99" not in rows
 
 
-def test_retention_counts_encrypted_backups(
-    shell, backups, postgres_server: PostgresServer, students, keys
-) -> None:
+def test_retention_counts_encrypted_backups(daemon: Daemon, keys) -> None:
     recipients, _ = keys
-    old = make_old_backups(backups, 10)
-    result = run(
-        shell, "once", backups, postgres_server, students, BACKUP_RECIPIENTS_FILE=str(recipients)
-    )
+    old = make_old_backups(daemon.backups, 10)
+    result = daemon.run("once", BACKUP_RECIPIENTS_FILE=str(recipients))
     assert result.returncode == 0, result.stdout
     assert "kept=10 deleted=1" in result.stdout
-    names = backup_files(backups)
+    names = backup_files(daemon.backups)
     assert old[0] not in names and sum(n.endswith(".age") for n in names) == 1
 
 
-def test_a_comment_only_recipients_file_means_plain_dumps(
-    shell, backups, postgres_server: PostgresServer, students, tmp_path
-) -> None:
+def test_a_comment_only_recipients_file_means_plain_dumps(daemon: Daemon, tmp_path) -> None:
     recipients = tmp_path / "recipients.txt"
     recipients.write_text("# no keys yet\n\n")
-    result = run(
-        shell, "once", backups, postgres_server, students, BACKUP_RECIPIENTS_FILE=str(recipients)
-    )
+    result = daemon.run("once", BACKUP_RECIPIENTS_FILE=str(recipients))
     assert result.returncode == 0, result.stdout + result.stderr
-    (dump,) = [n for n in backup_files(backups) if not n.endswith(".sha256")]
+    (dump,) = [n for n in backup_files(daemon.backups) if not n.endswith(".sha256")]
     assert dump.endswith(".sql")
 
 
-def test_a_failing_pg_dump_keeps_no_ciphertext(
-    shell, backups, postgres_server: PostgresServer, students, keys
-) -> None:
+def test_a_failing_pg_dump_keeps_no_ciphertext(daemon: Daemon, keys) -> None:
     recipients, _ = keys
-    make_old_backups(backups, 3)
-    before = backup_files(backups)
-    result = run(
-        shell,
+    make_old_backups(daemon.backups, 3)
+    before = backup_files(daemon.backups)
+    result = daemon.run(
         "once",
-        backups,
-        postgres_server,
-        students,
         BACKUP_RECIPIENTS_FILE=str(recipients),
         PGDATABASE="no_such_database",
     )
     assert result.returncode == 1
     assert "pg_dump exited" in result.stdout and "nothing deleted" in result.stdout
-    assert backup_files(backups) == before
+    assert backup_files(daemon.backups) == before
 
 
 def without_age(tmp_path: Path) -> str:
@@ -466,20 +430,20 @@ def without_age(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("problem", ["bad-key", "no-age"])
 def test_recipients_without_a_working_age_stop_before_any_dump(
-    shell, backups, postgres_server: PostgresServer, students, keys, tmp_path, problem
+    daemon: Daemon, keys, tmp_path, problem
 ) -> None:
     recipients, _ = keys
     extra = {"BACKUP_RECIPIENTS_FILE": str(recipients)}
     if problem == "bad-key":
         recipients.write_text("age1thisisnotakey\n")
     else:
-        extra["PATH"] = f"{postgres_server.client_bindir}:{without_age(tmp_path)}"
-    make_old_backups(backups, 2)
-    before = backup_files(backups)
+        extra["PATH"] = f"{daemon.server.client_bindir}:{without_age(tmp_path)}"
+    make_old_backups(daemon.backups, 2)
+    before = backup_files(daemon.backups)
 
-    result = run(shell, "once", backups, postgres_server, students, **extra)
+    result = daemon.run("once", **extra)
 
     assert result.returncode == 2, result.stdout + result.stderr
     assert " backup error " in result.stdout
     assert ("no age" if problem == "no-age" else "age refuses") in result.stdout
-    assert backup_files(backups) == before
+    assert backup_files(daemon.backups) == before
