@@ -27,7 +27,7 @@ class PipelineWork:
 
     build: BuildPlan
     push: bool
-    restart: RestartWork | None
+    restart: Plan[RestartWork] | None
     deploy: Plan[DeployWork] | None = None  # nothing deployed yet: deploy instead of restart
 
 
@@ -55,13 +55,18 @@ def plan_pipeline(
     push: bool,
     rollout: bool,
     check_cluster: bool = True,
+    undo_on_failure: bool = False,
 ) -> Plan[PipelineWork]:
     """The pipeline's plan. Before any build: the kube context (always), and unless
     ``check_cluster`` is off (a dry run), the namespace and the Deployment."""
     build = plan_build(settings, extra_tags=extra_tags)
     rollout = rollout and push
     # Check the kube context before building: a refused context should cost no build.
-    restart = plan_restart(settings, resolve_target(settings)) if rollout else None
+    restart = (
+        plan_restart(settings, resolve_target(settings), undo_on_failure=undo_on_failure)
+        if rollout
+        else None
+    )
     deploy: Plan[DeployWork] | None = None
     if restart is not None and check_cluster:
         target = restart.work.target
@@ -107,7 +112,7 @@ def plan_pipeline(
         work=PipelineWork(
             build=build,
             push=push,
-            restart=restart.work if restart is not None else None,
+            restart=restart,
             deploy=deploy,
         ),
     )

@@ -139,14 +139,18 @@ class RolloutResult:
 
 @dataclass(frozen=True, kw_only=True)
 class RestartWork:
-    """What ``restart`` acts on: a Deployment in a target, and how long to wait for it."""
+    """What ``restart`` acts on: a Deployment in a target, how long to wait for it, and
+    whether a failed rollout is rolled back."""
 
     target: KubeTarget
     deployment: str
     timeout: float
+    undo_on_failure: bool = False
 
 
-def plan_restart(settings: Settings, target: KubeTarget) -> Plan[RestartWork]:
+def plan_restart(
+    settings: Settings, target: KubeTarget, *, undo_on_failure: bool = False
+) -> Plan[RestartWork]:
     """``rollout.restart``'s plan (reads nothing: a dry run needs no cluster)."""
     return Plan(
         title="rollout.restart",
@@ -156,9 +160,18 @@ def plan_restart(settings: Settings, target: KubeTarget) -> Plan[RestartWork]:
             ("Deployment", settings.deployment),
             ("action", "restart (patch kubectl.kubernetes.io/restartedAt), then wait"),
             ("timeout", f"{settings.rollout_timeout:g} s"),
+            (
+                "on failure",
+                "roll back to the previous revision"
+                if undo_on_failure
+                else "stop and report (--undo-on-failure rolls back)",
+            ),
         ),
         work=RestartWork(
-            target=target, deployment=settings.deployment, timeout=settings.rollout_timeout
+            target=target,
+            deployment=settings.deployment,
+            timeout=settings.rollout_timeout,
+            undo_on_failure=undo_on_failure,
         ),
     )
 

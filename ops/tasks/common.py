@@ -23,7 +23,6 @@ __all__ = [
     "Collection",
     "Settings",
     "carry_out",
-    "confirm",
     "debug_enabled",
     "ops_task",
     "settings_for",
@@ -123,15 +122,6 @@ def settings_for(**flags: object | None) -> Settings:
     return load_settings(flags, flag_names=FLAG_NAMES)
 
 
-def confirm(prompt: str, *, expected: str) -> bool:
-    """Ask the user to type ``expected``; no TTY (or EOF) counts as no."""
-    try:
-        answer = input(f"{prompt} ")
-    except EOFError:
-        return False
-    return answer.strip() == expected
-
-
 def show_plan(plan: Plan[Any], *, dry_run: bool) -> None:
     """The plan's lines under "<title> would:" (dry run) or "<title> plan:", then its warnings."""
     console.plan(
@@ -150,7 +140,8 @@ def carry_out(
     yes: bool = False,
     announce: bool = True,
 ) -> R | None:
-    """Render the plan; stop there on a dry run; ask if the plan says so; then act on it.
+    """Render the plan; stop there on a dry run; ask if the plan says so (the user types
+    its ``expected``); then act on it.
 
     ``announce=False``: show the plan only on a dry run (work that shows itself as it goes,
     such as a build's steps). Returns what ``act`` returned, or None after a dry run. Not
@@ -162,6 +153,11 @@ def carry_out(
         console.info("Dry run: nothing was changed.")
         return None
     ask = plan.ask
-    if ask is not None and not yes and not confirm(ask.prompt, expected=ask.expected):
-        raise Exit("Not confirmed; nothing was changed.", code=1)
+    if ask is not None and not yes:
+        try:
+            answer = input(f"{ask.prompt} ")
+        except EOFError:  # no TTY (stdin closed) counts as no
+            answer = ""
+        if answer.strip() != ask.expected:
+            raise Exit("Not confirmed; nothing was changed.", code=1)
     return act(plan)

@@ -79,7 +79,7 @@ def pipeline(
             console.step(f"nothing deployed in {work.deploy.work.target.namespace}: deploying")
             run_deploy(with_app_image(work.deploy, image))
         elif work.restart is not None:
-            run_restart(work.restart, undo_on_failure=undo_on_failure, image=image)
+            run_restart(work.restart, image=image)
 
     plan = plan_pipeline(
         settings,
@@ -87,6 +87,7 @@ def pipeline(
         push=not no_push,
         rollout=not no_rollout,
         check_cluster=not dry_run,
+        undo_on_failure=undo_on_failure,
     )
     if plan.work.deploy is not None and not dry_run:
         console.info(f"nothing deployed in {plan.work.deploy.work.target.namespace} yet:")

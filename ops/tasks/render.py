@@ -101,12 +101,13 @@ def show_undo(revision: str) -> None:
     console.warn(f"rolling back to revision {revision} (the previous ReplicaSet's pod template)")
 
 
-def run_restart(
-    work: RestartWork, *, undo_on_failure: bool, image: str | None = None
-) -> RolloutResult:
+def run_restart(plan: Plan[RestartWork], *, image: str | None = None) -> RolloutResult:
+    """Act on a restart plan (``image``: roll out that image in the same patch), showing
+    its progress; the failing container's log on failure."""
     from ops.errors import RolloutFailed
     from ops.rollout import restart as restart_deployment
 
+    work = plan.work
     target = work.target
     action = f"rolling out {image} to" if image else "restarting"
     console.step(
@@ -117,7 +118,7 @@ def run_restart(
             target,
             work.deployment,
             timeout=work.timeout,
-            undo_on_failure=undo_on_failure,
+            undo_on_failure=work.undo_on_failure,
             on_progress=show_progress,
             on_problem=show_problem,
             on_undo=show_undo,

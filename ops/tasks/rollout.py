@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from invoke.context import Context
 
 from ops import console
@@ -16,10 +14,6 @@ from ops.tasks.render import (
     show_problem,
     show_progress,
 )
-
-if TYPE_CHECKING:
-    from ops.plan import Plan
-    from ops.rollout import RestartWork
 
 TARGET_HELP = {
     "context": "Kube context (a context outside the allow-list must be named here)",
@@ -55,11 +49,8 @@ def restart(
         console.explain(settings, [*ROLLOUT_SETTINGS, "rollout_timeout"])
     from ops.rollout import plan_restart
 
-    def act(plan: Plan[RestartWork]) -> None:
-        run_restart(plan.work, undo_on_failure=undo_on_failure)
-
-    plan = plan_restart(settings, resolve_target(settings))
-    carry_out(plan, act, dry_run=dry_run, announce=False)
+    plan = plan_restart(settings, resolve_target(settings), undo_on_failure=undo_on_failure)
+    carry_out(plan, run_restart, dry_run=dry_run, announce=False)
 
 
 @ops_task(

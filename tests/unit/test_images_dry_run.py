@@ -99,6 +99,16 @@ def test_naming_the_context_explicitly_allows_it(workdir: Path) -> None:
     plan = plan_of(run_inv(workdir, "rollout.restart", "--dry-run", "--context", "prod-eu"))
     assert plan["context"] == "prod-eu"
     assert plan["action"] == "restart (patch kubectl.kubernetes.io/restartedAt), then wait"
+    assert plan["on failure"] == "stop and report (--undo-on-failure rolls back)"
+
+
+def test_the_restart_plan_says_a_failed_rollout_is_rolled_back(workdir: Path) -> None:
+    """--undo-on-failure is part of the plan (its work carries it to the act), not a flag
+    the act is handed beside it."""
+    plan = plan_of(run_inv(workdir, "rollout.restart", "--dry-run", "--undo-on-failure"))
+    assert plan["on failure"] == "roll back to the previous revision"
+    piped = plan_of(run_inv(workdir, "pipeline", "--dry-run", "--undo-on-failure"))
+    assert piped["on failure"] == "roll back to the previous revision"
 
 
 def test_image_build_and_push_plans(workdir: Path) -> None:
