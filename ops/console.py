@@ -18,7 +18,7 @@ from ops.errors import OpsError
 if TYPE_CHECKING:
     from rich.console import Console
 
-# rich is imported inside the functions: it costs ~30 ms, which `inv --list` must not pay.
+# rich is imported inside the functions: `inv --list` must not pay for it (bench/startup_bench.py).
 
 
 def escape(text: str) -> str:

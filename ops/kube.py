@@ -1,7 +1,7 @@
 """The one door to the Kubernetes API: context choice, clients, and error translation.
 
-The kubernetes package is imported inside these functions: importing it costs ~200 ms and
-``inv --list`` must not pay for it.
+The kubernetes package is imported inside these functions: importing it is slow, and
+``inv --list`` must not pay for it (``bench/startup_bench.py`` measures what it costs).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def plan_restore(
         identities = backupkeys.identities_for(settings, file)
     elif from_daemon is not None and from_daemon.endswith(AGE_SUFFIX):
         identities = backupkeys.identities(settings, file=from_daemon)
-    # The pod lookup (with the Kubernetes client's import, ~0.7 s, and the exec protocol)
+    # The pod lookup (with the Kubernetes client's slow import, and the exec protocol)
     # runs while the file is hashed: hashlib releases the GIL, so on two cores the two
     # overlap. A bad file is still reported first, and nothing touches the database before
     # both are done.
