@@ -329,13 +329,7 @@ def verify_backup(
         checks.append("full read skipped (the sha256 is that of pg_dump's complete output)")
     else:
         checks.append("full read skipped (no pg_restore to read it with)")
-    return Verification(
-        path=path,
-        header=header,
-        checks=tuple(checks),
-        info=info,
-        stat=stat,
-    )
+    return Verification(path=path, header=header, checks=tuple(checks), info=info, stat=stat)
 
 
 def _check_format(
