@@ -10,7 +10,6 @@ import io
 import os
 import secrets
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -434,24 +433,7 @@ def test_a_missing_pod_is_one_clear_line(lab):
     )
     with pytest.raises(NotFound, match="pod 'nope-0' not found"):
         backups.backup_now(missing)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "backup.now",
-            "--context",
-            settings.context,
-            "--namespace",
-            settings.namespace,
-            "--pod",
-            "nope-0",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_inv(settings, "backup.now", "--pod", "nope-0")
     assert result.returncode == 1
     assert "pod 'nope-0' not found" in result.stderr and "Traceback" not in result.stderr
 
@@ -481,25 +463,7 @@ def test_the_daemon_own_backups_are_listed_and_restore(lab):
 
 def test_dry_run_touches_nothing(lab):
     settings, _ = lab
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "backup.now",
-            "--dry-run",
-            "--context",
-            settings.context,
-            "--namespace",
-            settings.namespace,
-            "--backups-dir",
-            str(settings.backups_dir),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_inv(settings, "backup.now", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "Dry run" in result.stdout and not settings.backups_dir.exists()
 

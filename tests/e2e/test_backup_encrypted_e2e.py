@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import os
 import shlex
-import subprocess
-import sys
 
 import pytest
 
@@ -114,28 +112,17 @@ def test_restore_without_the_identity_is_one_line_and_touches_nothing(keyed, tmp
     path, _ = backups.backup_now(settings)
     psql(runner, "UPDATE student SET age = 5 WHERE id = 1")
     before = fingerprint(runner)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "backup.restore",
-            "--file",
-            str(path),
-            "--yes",
-            "--context",
-            settings.context,
-            "--namespace",
-            settings.namespace,
-        ],
-        cwd=plain_e2e.ROOT,
-        capture_output=True,
-        text=True,
+    result = run_inv(
+        "backup.restore",
+        "--file",
+        str(path),
+        "--yes",
+        "--context",
+        settings.context,
+        "--namespace",
+        settings.namespace,
+        env={**os.environ, "MANIFEST_BACKUP_IDENTITY_FILE": str(tmp_path / "nowhere.txt")},
         timeout=300,
-        env={
-            **os.environ,
-            "MANIFEST_BACKUP_IDENTITY_FILE": str(tmp_path / "nowhere.txt"),
-        },
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "nowhere.txt does not exist" in result.stderr
