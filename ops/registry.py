@@ -67,52 +67,15 @@ class RegistryCheck:
 
 def check(registry: Registry) -> RegistryCheck:
     """Reach the registry and try the login; raises RegistryError only if it is unreachable."""
-    with _Http(registry) as session:
-        base = _base_url(registry, session)
-        if not registry.username:
-            anonymous = _request(registry, session, "GET", f"{base}/v2/", with_auth=False)
-            login: Login = "anonymous" if anonymous.status_code == 200 else "no credentials"
-            return RegistryCheck(url=base, login=login)
-        response = _request(registry, session, "GET", f"{base}/v2/")
-        if response.status_code == 200:
-            return RegistryCheck(url=base, login="accepted")
-        if response.status_code in (401, 403):
-            return RegistryCheck(url=base, login="refused")
-        raise RegistryError(
-            f"registry {registry.host} answered GET /v2/ with HTTP {response.status_code}",
-            hint=f"Is {registry.host} really a Docker registry?",
-        )
+    with RegistrySession(registry) as session:
+        return session.check()
 
 
 def push_allowed(registry: Registry, repository: str) -> bool:
-    """Whether the registry lets this login push to ``repository``.
-
-    Asked the only way every registry answers alike: start a blob upload (what a push does
-    first) and cancel it at once. A token server (Harbor) grants push per project and role,
-    so a pull-only account logs in fine and is refused only here.
-    """
-    scope = f"repository:{repository}:pull,push"
-    with _Http(registry) as session:
-        base = _base_url(registry, session)
-        started = _request(
-            registry, session, "POST", f"{base}/v2/{repository}/blobs/uploads/", scope=scope
-        )
-        if started.status_code in (401, 403):
-            return False
-        raise_for(registry, started, f"starting an upload to {repository}")
-        location = started.headers.get("Location", "")
-        if location:
-            # Cancelling is a DELETE, which distribution grants only with the `delete` action
-            # (a Harbor robot with push has none): where it is refused, the empty upload stays
-            # until the registry's upload purging removes it (distribution: after 7 days).
-            _request(
-                registry,
-                session,
-                "DELETE",
-                urljoin(f"{base}/", location),
-                scope=f"repository:{repository}:delete",
-            )
-        return True
+    """Whether the registry lets this login push to ``repository`` (see
+    ``RegistrySession.push_allowed``)."""
+    with RegistrySession(registry) as session:
+        return session.push_allowed(repository)
 
 
 def api_request(
@@ -125,24 +88,186 @@ def api_request(
 ) -> requests.Response:
     """One request to the registry's API (``path`` such as ``/v2/<repo>/tags/list``), on
     whichever URL it answers, logged in with the registry's credentials."""
-    with _Http(registry) as session:
-        base = _base_url(registry, session)
-        return _request(registry, session, method, f"{base}{path}", scope=scope, headers=headers)
+    with RegistrySession(registry) as session:
+        return session.request(method, path, scope=scope, headers=headers)
 
 
 def manifest_digest(registry: Registry, repository: str, tag: str) -> str | None:
     """The digest of the tag's manifest (``Docker-Content-Digest``), or None if there is no tag."""
-    response = api_request(
-        registry,
-        "HEAD",
-        f"/v2/{repository}/manifests/{tag}",
-        scope=f"repository:{repository}:pull",
-        headers={"Accept": MANIFEST_TYPES},
-    )
-    if response.status_code == 404:
-        return None
-    raise_for(registry, response, f"reading the manifest of {repository}:{tag}")
-    return response.headers.get("Docker-Content-Digest")
+    with RegistrySession(registry) as session:
+        return session.manifest_digest(repository, tag)
+
+
+class RegistrySession:
+    """Several requests to one registry over one kept-alive connection.
+
+    The URL it answers on is found once (the first request), and once the registry has
+    challenged for a scheme, the login goes with every later request up front: Basic
+    credentials, or the Bearer token already fetched for that scope. A push's check,
+    version-tag lookups and manifest copies so cost one round trip each, not two or
+    three plus a TLS handshake.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._http = _Http(registry)
+        self._base: str | None = None
+        self._probe: requests.Response | None = None  # the unauthenticated GET /v2/
+        self._basic = False
+        self._tokens: dict[str, str] = {}
+
+    def __enter__(self) -> RegistrySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.session.close()
+
+    @property
+    def base_url(self) -> str:
+        """``https://host`` or, for a registry on localhost without TLS, ``http://host``."""
+        if self._base is None:
+            self._base, self._probe = _base_url(self.registry, self._http)
+        return self._base
+
+    def check(self) -> RegistryCheck:
+        """Reach the registry and try the login; RegistryError only if it is unreachable."""
+        base = self.base_url
+        if not self.registry.username:
+            anonymous = self._probe or self.request("GET", "/v2/", with_auth=False)
+            login: Login = "anonymous" if anonymous.status_code == 200 else "no credentials"
+            return RegistryCheck(url=base, login=login)
+        response = self.request("GET", "/v2/")
+        if response.status_code == 200:
+            return RegistryCheck(url=base, login="accepted")
+        if response.status_code in (401, 403):
+            return RegistryCheck(url=base, login="refused")
+        raise RegistryError(
+            f"registry {self.registry.host} answered GET /v2/ with HTTP {response.status_code}",
+            hint=f"Is {self.registry.host} really a Docker registry?",
+        )
+
+    def push_allowed(self, repository: str) -> bool:
+        """Whether the registry lets this login push to ``repository``.
+
+        Asked the only way every registry answers alike: start a blob upload (what a push
+        does first) and cancel it at once. A token server (Harbor) grants push per project
+        and role, so a pull-only account logs in fine and is refused only here.
+        """
+        scope = f"repository:{repository}:pull,push"
+        started = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope)
+        if started.status_code in (401, 403):
+            return False
+        raise_for(self.registry, started, f"starting an upload to {repository}")
+        location = started.headers.get("Location", "")
+        if location:
+            # Cancelling is a DELETE, which distribution grants only with the `delete` action
+            # (a Harbor robot with push has none): where it is refused, the empty upload stays
+            # until the registry's upload purging removes it (distribution: after 7 days).
+            self.request(
+                "DELETE",
+                urljoin(f"{self.base_url}/", location),
+                scope=f"repository:{repository}:delete",
+            )
+        return True
+
+    def manifest_digest(self, repository: str, tag: str) -> str | None:
+        """The digest of the tag's manifest, or None if the repository has no such tag."""
+        response = self.request(
+            "HEAD",
+            f"/v2/{repository}/manifests/{tag}",
+            scope=f"repository:{repository}:pull",
+            headers={"Accept": MANIFEST_TYPES},
+        )
+        if response.status_code == 404:
+            return None
+        raise_for(self.registry, response, f"reading the manifest of {repository}:{tag}")
+        return response.headers.get("Docker-Content-Digest")
+
+    def tag_manifest(self, repository: str, digest: str, tag: str) -> str:
+        """Give the manifest ``digest`` one more tag: its bytes read back and put under
+        ``tag`` unchanged (no layer is looked at: the registry holds them all already).
+        Returns the digest the registry stored, which must be ``digest``."""
+        scope = f"repository:{repository}:pull,push"
+        doing = f"tagging {repository}@{digest} as {tag}"
+        manifest = self.request(
+            "GET",
+            f"/v2/{repository}/manifests/{digest}",
+            scope=scope,
+            headers={"Accept": MANIFEST_TYPES},
+        )
+        raise_for(self.registry, manifest, doing)
+        media_type = manifest.headers.get("Content-Type", "")
+        stored = self.request(
+            "PUT",
+            f"/v2/{repository}/manifests/{tag}",
+            scope=scope,
+            headers={"Content-Type": media_type},
+            data=manifest.content,
+        )
+        raise_for(self.registry, stored, doing)
+        answered = stored.headers.get("Docker-Content-Digest", digest)
+        if answered != digest:
+            raise RegistryError(
+                f"registry {self.registry.host} stored {repository}:{tag} as {answered}, "
+                f"not {digest}",
+                hint="The registry changed the manifest; push the tag again.",
+            )
+        return answered
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str = "",
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        with_auth: bool = True,
+    ) -> requests.Response:
+        """One request to ``path`` (``/v2/...``, or a whole URL), answering a 401 challenge
+        (Basic or Bearer) with the credentials."""
+        import requests
+
+        registry = self.registry
+        # A path on the registry's URL, or a whole URL it gave (an upload's Location).
+        url = path if path.startswith(("https://", "http://")) else f"{self.base_url}{path}"
+        auth = (registry.username, registry.password)
+        login = with_auth and bool(registry.username)
+        try:
+            if login and self._basic:
+                return self._http.request(method, url, headers=headers, data=data, auth=auth)
+            if login and scope in self._tokens:
+                bearer = {**(headers or {}), "Authorization": f"Bearer {self._tokens[scope]}"}
+                response = self._http.request(method, url, headers=bearer, data=data)
+            else:
+                response = self._http.request(method, url, headers=headers, data=data)
+            if response.status_code != 401 or not login:
+                return response
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if not challenge.lower().startswith("bearer"):
+                self._basic = True
+                return self._http.request(method, url, headers=headers, data=data, auth=auth)
+            params = dict(_CHALLENGE_PARAM.findall(challenge))
+            query = {"service": params.get("service", "")}
+            if scope or params.get("scope"):
+                query["scope"] = scope or params["scope"]
+            token_response = self._http.get(params.get("realm", ""), params=query, auth=auth)
+            if token_response.status_code != 200:
+                return token_response
+            body = token_response.json()
+            token = body.get("token") or body.get("access_token") or ""
+            self._tokens[scope] = token
+            return self._http.request(
+                method,
+                url,
+                headers={**(headers or {}), "Authorization": f"Bearer {token}"},
+                data=data,
+            )
+        except requests.RequestException as exc:
+            raise RegistryError(f"registry {registry.host}: {_reason(exc)}") from exc
 
 
 class _Http:
@@ -163,21 +288,15 @@ class _Http:
     def get(self, url: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", url, **kwargs)
 
-    def __enter__(self) -> _Http:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.session.close()
-
-
-def _base_url(registry: Registry, session: _Http) -> str:
-    """The URL the registry answers on; https first, plain http only for localhost."""
+def _base_url(registry: Registry, session: _Http) -> tuple[str, requests.Response]:
+    """The URL the registry answers on (https first, plain http only for localhost), and
+    its unauthenticated answer to ``GET /v2/`` there."""
     import requests
 
     https = f"https://{registry.host}"
     try:
-        session.get(f"{https}/v2/")
-        return https
+        return https, session.get(f"{https}/v2/")
     except requests.exceptions.SSLError as exc:
         tls_error: requests.RequestException = exc
     except requests.RequestException as exc:
@@ -187,7 +306,7 @@ def _base_url(registry: Registry, session: _Http) -> str:
         try:
             answer = session.get(f"{http}/v2/")
             if "Docker-Distribution-Api-Version" in answer.headers:
-                return http
+                return http, answer
         except requests.RequestException:
             pass
     if isinstance(tls_error, requests.exceptions.SSLError) and "not speak TLS" in _reason(
@@ -209,43 +328,6 @@ def _base_url(registry: Registry, session: _Http) -> str:
         hint=f"Check that the registry runs and that {registry.host} is the right address "
         "(setting registry / MANIFEST_REGISTRY).",
     ) from tls_error
-
-
-def _request(
-    registry: Registry,
-    session: _Http,
-    method: str,
-    url: str,
-    *,
-    scope: str = "",
-    headers: dict[str, str] | None = None,
-    with_auth: bool = True,
-) -> requests.Response:
-    """One request, answering a 401 challenge (Basic or Bearer) with the credentials."""
-    import requests
-
-    try:
-        response = session.request(method, url, headers=headers)
-        if response.status_code != 401 or not with_auth or not registry.username:
-            return response
-        challenge = response.headers.get("WWW-Authenticate", "")
-        auth = (registry.username, registry.password)
-        if challenge.lower().startswith("bearer"):
-            params = dict(_CHALLENGE_PARAM.findall(challenge))
-            query = {"service": params.get("service", "")}
-            if scope or params.get("scope"):
-                query["scope"] = scope or params["scope"]
-            token_response = session.get(params.get("realm", ""), params=query, auth=auth)
-            if token_response.status_code != 200:
-                return token_response
-            body = token_response.json()
-            token = body.get("token") or body.get("access_token") or ""
-            return session.request(
-                method, url, headers={**(headers or {}), "Authorization": f"Bearer {token}"}
-            )
-        return session.request(method, url, headers=headers, auth=auth)
-    except requests.RequestException as exc:
-        raise RegistryError(f"registry {registry.host}: {_reason(exc)}") from exc
 
 
 def raise_for(registry: Registry, response: requests.Response, doing: str) -> None:

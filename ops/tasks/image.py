@@ -63,14 +63,14 @@ def push(
     c: Context, tag: list[str] | None = None, dry_run: bool = False, verbose: bool = False
 ) -> None:
     """Push the built image's tags (latest and its version tag) with the configured login."""
-    from ops.images import local_refs, plan_push
+    from ops.images import plan_push
 
     settings = settings_for()
     if verbose:
         console.explain(settings, PUSH_SETTINGS)
 
     def act(plan: Plan[tuple[str, ...]]) -> None:
-        run_push(settings, local_refs(settings, extra_tags=plan.work))
+        run_push(settings, extra_tags=plan.work)
 
     carry_out(plan_push(settings, extra_tags=tag or ()), act, dry_run=dry_run, announce=False)
 

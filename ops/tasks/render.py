@@ -60,15 +60,22 @@ def run_build(settings: Settings, plan: BuildPlan, *, verbose: bool) -> BuiltIma
     return built
 
 
-def run_push(settings: Settings, refs: Sequence[ImageRef]) -> list[PushedTag]:
-    from ops.images import push
+def run_push(
+    settings: Settings, refs: Sequence[ImageRef] | None = None, *, extra_tags: Sequence[str] = ()
+) -> list[PushedTag]:
+    """Push ``refs``, or (None) every local tag of ``<image>:latest`` with ``extra_tags``."""
+    from ops.images import push, push_local
     from ops.registry import Registry
 
     registry = Registry.from_settings(settings)
     who = f" as {registry.username!r}" if registry.username else " (anonymous)"
-    console.step(f"pushing {len(refs)} tag(s) to {registry.host}{who}")
+    what = f"{len(refs)} tag(s)" if refs is not None else f"{settings.image}'s local tags"
+    console.step(f"pushing {what} to {registry.host}{who}")
     with _layer_view() as on_layer:
-        pushed = push(refs, registry, on_layer=on_layer)
+        if refs is None:
+            pushed = push_local(settings, registry, extra_tags=extra_tags, on_layer=on_layer)
+        else:
+            pushed = push(refs, registry, on_layer=on_layer)
     for tag in pushed:
         console.success(f"pushed {tag.ref}  {tag.digest}")
         if tag.instead_of:

@@ -156,9 +156,16 @@ def test_build_and_push_both_tags_with_one_digest(
     assert image.labels["org.opencontainers.image.revision"] == commit
     assert image.labels["org.opencontainers.image.created"].endswith("Z")
 
-    layers: list[str] = []
-    pushed = push(plan.refs, lab_registry, on_layer=lambda ref, p: layers.append(p.status))
-    assert any(s in ("Pushed", "Layer already exists") or s.startswith("Mounted") for s in layers)
+    layers: list[tuple[str, str]] = []
+    pushed = push(
+        plan.refs, lab_registry, on_layer=lambda ref, p: layers.append((ref.tag, p.status))
+    )
+    assert any(
+        s in ("Pushed", "Layer already exists") or s.startswith("Mounted") for _, s in layers
+    )
+    # Only the first tag goes through the engine; the others are the same manifest, told to
+    # the registry under each tag (the engine would check every layer once more per tag).
+    assert {tag for tag, _ in layers} == {"latest"}
 
     tags = list_tags(lab_registry, repository)
     assert {"latest", plan.refs[1].tag, "e2e-extra"} <= set(tags)
@@ -166,6 +173,36 @@ def test_build_and_push_both_tags_with_one_digest(
     digests = {manifest_digest(lab_registry, repository, r.tag) for r in plan.refs}
     assert len(digests) == 1 and None not in digests  # both tags: the SAME manifest
     assert digests == {p.digest for p in pushed}
+
+
+def test_labels_go_through_a_dockerfile_that_declares_their_args_in_one_step(
+    tmp_path: Path, build_dir: Path, lab_registry: Registry, repository: str
+) -> None:
+    """Labels through the API were one build step each (a container made and committed)."""
+    (build_dir / "Dockerfile.labelled").write_text(
+        GOOD_DOCKERFILE.replace(
+            "COPY busybox", "ARG OCI_CREATED OCI_TITLE OCI_VERSION OCI_REVISION\nCOPY busybox"
+        )
+        + "LABEL org.opencontainers.image.created=$OCI_CREATED"
+        " org.opencontainers.image.title=$OCI_TITLE"
+        " org.opencontainers.image.version=$OCI_VERSION\n",
+        encoding="utf-8",
+    )
+    plan = make_plan(
+        tmp_path, build_dir, lab_registry, repository, dockerfile="Dockerfile.labelled"
+    )
+    built = build(plan)
+    assert built.steps == 7  # the Dockerfile's own: no step added per label
+
+    import docker
+
+    client = docker.from_env()
+    image = client.images.get(built.image_id)
+    client.close()
+    for key in ("created", "title", "version"):
+        name = f"org.opencontainers.image.{key}"
+        assert image.labels[name] == plan.labels[name]
+    assert image.labels["org.opencontainers.image.title"] == repository
 
 
 def test_a_version_tag_already_pushed_for_another_image_is_never_moved(

@@ -11,6 +11,7 @@ import pytest
 from ops.config import Settings, load_settings
 from ops.errors import BuildError, ConfigError, PushError
 from ops.images import (
+    LABEL_ARGS,
     VERSION_TAG,
     BuildLog,
     ImageRef,
@@ -18,6 +19,7 @@ from ops.images import (
     free_version_tag,
     git_revision,
     image_refs,
+    label_transport,
     plan_build,
     push_error,
     read_push_stream,
@@ -304,3 +306,34 @@ def test_a_base_image_that_cannot_be_pulled_hints_manifest_base_image() -> None:
 def test_any_other_failing_step_keeps_the_default_hint() -> None:
     error = _failure([{"stream": "Step 3/3 : RUN false\n"}, {"error": "exit 1"}])
     assert error.hint == BuildError.default_hint
+
+
+APP_DOCKERFILE = Path(__file__).resolve().parents[2] / "app" / "Dockerfile"
+
+
+def test_the_apps_dockerfile_takes_every_label_as_a_build_arg(tmp_path: Path) -> None:
+    """All labels in its one LABEL step; through the API they would be 4 more build steps."""
+    plan = plan_build(settings(tmp_path, build_context=APP_DOCKERFILE.parent))
+    labels = {**plan.labels, "org.opencontainers.image.revision": "0" * 40}
+    args, api_labels = label_transport(labels, APP_DOCKERFILE.read_text(encoding="utf-8"))
+    assert api_labels == {}
+    assert args == {LABEL_ARGS[key]: value for key, value in labels.items()}
+    assert set(args) == {"OCI_CREATED", "OCI_TITLE", "OCI_VERSION", "OCI_REVISION"}
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [
+        "FROM scratch\n",
+        "FROM scratch\nARG OCI_CREATED OCI_TITLE\n",  # not every label's argument
+        "FROM scratch\n# ARG OCI_CREATED OCI_TITLE OCI_VERSION\n",
+    ],
+    ids=["none", "some", "commented-out"],
+)
+def test_a_dockerfile_without_the_label_args_gets_the_apis_labels(dockerfile: str) -> None:
+    labels = {
+        "org.opencontainers.image.created": "2026-11-30T14:00:00Z",
+        "org.opencontainers.image.title": "studenten/manifest-app",
+        "org.opencontainers.image.version": "v1-20261130-1400",
+    }
+    assert label_transport(labels, dockerfile) == ({}, labels)
