@@ -7,8 +7,8 @@ layers), each round runs both ways on the same build context, tags and engine:
     docker:  docker build -t R:latest -t R:v1-... --build-arg BASE_IMAGE=... CTX
              docker push R:latest ; docker push R:v1-...
 
-(the seed's commands; ``--docker-labels`` gives docker build the OCI labels ours sets too,
-so both build the same image: the classic builder makes each label a step of its own).
+(the seed's commands; ``--docker-labels`` gives docker build the OCI label values ours
+passes too, as the ``OCI_*`` build arguments app/Dockerfile declares: the same image).
 
 The Docker CLI is the docker.io package's (``/usr/bin/docker``), talking to the same engine
 (``DOCKER_HOST``) with a throwaway ``DOCKER_CONFIG`` logged in to the same registry. Each
@@ -18,13 +18,14 @@ work; the engine mounts the base layers from the repositories it pushed them to 
 sides alike. Rounds interleave and alternate which side goes first, so a busy machine slows
 both alike; figures are medians. Needs the lab (``. /tmp/manifest-lab/env``):
 
-    flock -s /tmp/lab.lock .venv/bin/python bench/pipeline_bench.py [--rounds 5]
+    flock -s /tmp/lab.lock .venv/bin/python bench/pipeline_bench.py [--rounds 5] [--one-process]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -56,6 +57,7 @@ class Lab:
 class Timing:
     build: float
     push: float
+    cpu: float  # CPU seconds of the client processes (inv, or the docker CLI), not the engine's
 
     @property
     def total(self) -> float:
@@ -87,6 +89,11 @@ def lab_from_env(docker: str) -> Lab:
     )
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(args: list[str], *, env: dict[str, str], cwd: Path, stdin: str | None = None) -> float:
     """Run one command to completion; its wall time, or exit with its output on failure."""
     started = time.perf_counter()
@@ -100,14 +107,16 @@ def run(args: list[str], *, env: dict[str, str], cwd: Path, stdin: str | None = 
 
 
 def prepare_context(folder: Path, source: Path, extra_ca: Path | None) -> Path:
-    """A copy of the app's build context (a git checkout, as in the repository)."""
-    context = folder / "app"
+    """A copy of the app's build context in a git checkout of its own, as ``app/`` is in
+    the repository (the checkout's ``.git`` outside the context)."""
+    checkout = folder / "checkout"
+    context = checkout / "app"
     shutil.copytree(source, context, ignore=IGNORED)
     if extra_ca is not None:
         shutil.copy2(extra_ca, context / "extra-ca.crt")
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
     for step in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench context"]):
-        subprocess.run([*git, *step], cwd=context, check=True, capture_output=True)
+        subprocess.run([*git, *step], cwd=checkout, check=True, capture_output=True)
     return context
 
 
@@ -123,7 +132,9 @@ def touch_source(context: Path, marker: str) -> None:
     init.write_text("\n".join([*lines, f"# bench change {marker}"]) + "\n", encoding="utf-8")
 
 
-def ours(lab: Lab, context: Path, repository: str, env: dict[str, str]) -> Timing:
+def ours(
+    lab: Lab, context: Path, repository: str, env: dict[str, str], *, one_process: bool
+) -> Timing:
     inv_env = {
         **env,
         "MANIFEST_BUILD_CONTEXT": str(context),
@@ -135,35 +146,41 @@ def ours(lab: Lab, context: Path, repository: str, env: dict[str, str]) -> Timin
         "MANIFEST_BASE_IMAGE": lab.base_image,
     }
     inv = str(Path(sys.executable).with_name("inv"))
+    cpu = children_cpu()
+    if one_process:  # the same build and push in one process (shown under build)
+        build = run([inv, "pipeline", "--no-rollout"], env=inv_env, cwd=ROOT)
+        return Timing(build=build, push=0.0, cpu=children_cpu() - cpu)
     build = run([inv, "image.build"], env=inv_env, cwd=ROOT)
     push = run([inv, "image.push"], env=inv_env, cwd=ROOT)
-    return Timing(build=build, push=push)
+    return Timing(build=build, push=push, cpu=children_cpu() - cpu)
 
 
 def docker_cli(
     lab: Lab, context: Path, repository: str, env: dict[str, str], *, labelled: bool
 ) -> Timing:
     """The seed's way, with the tags (and, if ``labelled``, the labels) ours sets."""
+    cpu = children_cpu()
     now = datetime.now(UTC)
     version = now.strftime("v1-%Y%m%d-%H%M")
     image = f"{lab.registry}/{repository}"
-    revision = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=context, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    labels = {
-        "org.opencontainers.image.created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "org.opencontainers.image.title": repository,
-        "org.opencontainers.image.version": version,
-        "org.opencontainers.image.revision": revision,
-    }
     args = [lab.docker, "build", "-t", f"{image}:latest", "-t", f"{image}:{version}"]
     args += ["--build-arg", f"BASE_IMAGE={lab.base_image}"]
-    for key, value in labels.items() if labelled else ():
-        args += ["--label", f"{key}={value}"]
+    if labelled:  # as ours passes them to a Dockerfile declaring OCI_* (app/Dockerfile does)
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=context, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        labels = {
+            "OCI_CREATED": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "OCI_TITLE": repository,
+            "OCI_VERSION": version,
+            "OCI_REVISION": revision,
+        }
+        for key, value in labels.items():
+            args += ["--build-arg", f"{key}={value}"]
     build = run([*args, str(context)], env=env, cwd=ROOT)
     push = run([lab.docker, "push", f"{image}:latest"], env=env, cwd=ROOT)
     push += run([lab.docker, "push", f"{image}:{version}"], env=env, cwd=ROOT)
-    return Timing(build=build, push=push)
+    return Timing(build=build, push=push, cpu=children_cpu() - cpu)
 
 
 def cleanup(lab: Lab, prefix: str, env: dict[str, str]) -> None:
@@ -197,7 +214,12 @@ def main() -> int:
     parser.add_argument(
         "--docker-labels",
         action="store_true",
-        help="give docker build the OCI labels ours sets (the same image, 4 more steps)",
+        help="give docker build the OCI label values ours passes (OCI_* build args)",
+    )
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="ours as `inv pipeline --no-rollout` (build and push in one process)",
     )
     args = parser.parse_args()
     lab = lab_from_env(args.docker)
@@ -219,7 +241,7 @@ def main() -> int:
             # Warm-up, not counted: the dependency layers in the build cache and the base
             # layers in the registry, for both sides.
             touch_source(context, f"{run_id} warm-up ours")
-            ours(lab, context, f"{prefix}-warm-ours", env)
+            ours(lab, context, f"{prefix}-warm-ours", env, one_process=args.one_process)
             touch_source(context, f"{run_id} warm-up docker")
             docker_cli(lab, context, f"{prefix}-warm-docker", env, labelled=args.docker_labels)
             results: dict[str, list[Timing]] = {"ours": [], "docker": []}
@@ -230,7 +252,7 @@ def main() -> int:
                     touch_source(context, f"{run_id} {round_} {side}")
                     repository = f"{prefix}-{round_}-{side}"
                     if side == "ours":
-                        timing = ours(lab, context, repository, env)
+                        timing = ours(lab, context, repository, env, one_process=args.one_process)
                     else:
                         timing = docker_cli(
                             lab, context, repository, env, labelled=args.docker_labels
@@ -238,7 +260,8 @@ def main() -> int:
                     results[side].append(timing)
                     print(
                         f"round {round_ + 1}/{args.rounds} {side:6}  build {timing.build:5.2f} s"
-                        f"  push {timing.push:5.2f} s  total {timing.total:5.2f} s",
+                        f"  push {timing.push:5.2f} s  total {timing.total:5.2f} s"
+                        f"  client CPU {timing.cpu:4.2f} s",
                         flush=True,
                     )
             load_after = os.getloadavg()
@@ -246,15 +269,17 @@ def main() -> int:
             cleanup(lab, prefix, env)
     print(f"\n{args.rounds} rounds, medians (load average {load[0]:.2f} → {load_after[0]:.2f}):")
     figures = {}
-    for side, label in (
-        ("ours", "inv image.build + image.push"),
-        ("docker", "docker build + push"),
-    ):
+    labels = {
+        "ours": "inv pipeline --no-rollout" if args.one_process else "inv image.build + image.push",
+        "docker": "docker build + push" + (" (labels)" if args.docker_labels else ""),
+    }
+    for side, label in labels.items():
         timings = results[side]
         figures[side] = median([t.total for t in timings])
         print(
-            f"  {label:30}  build {median([t.build for t in timings]):5.2f} s"
+            f"  {label:32}  build {median([t.build for t in timings]):5.2f} s"
             f"  push {median([t.push for t in timings]):5.2f} s  total {figures[side]:5.2f} s"
+            f"  client CPU {median([t.cpu for t in timings]):4.2f} s"
         )
     ratios = [o.total / d.total for o, d in zip(results["ours"], results["docker"], strict=True)]
     ratio = figures["ours"] / figures["docker"]
