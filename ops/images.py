@@ -110,7 +110,7 @@ VERSION_TAG = re.compile(r"^v1-\d{8}-\d{4}(-\d+)?$")
 # The build argument that carries each OCI label into a Dockerfile that declares it
 # (app/Dockerfile does): all labels then go in the Dockerfile's one LABEL step. Labels
 # passed through the engine's API become one LABEL step each in the classic builder, each
-# a container created and committed (0.1-0.5 s apiece here, after every source change).
+# a container created and committed, after every source change (bench/pipeline_bench.py).
 LABEL_ARGS = {
     "org.opencontainers.image.created": "OCI_CREATED",
     "org.opencontainers.image.title": "OCI_TITLE",
