@@ -4,6 +4,7 @@
     .venv/bin/python bench/backup_bench.py [--scale 60] [--random-mib 256]
     .venv/bin/python bench/backup_bench.py --crypto-only [--crypto-mib 512]
     .venv/bin/python bench/backup_bench.py --encryption-only [--scale 10 --random-mib 64]
+    .venv/bin/python bench/backup_bench.py --sweep [--levels 0,1,3,6] [--limit-mbit 100]
 
 Needs the lab cluster (KUBECONFIG, MANIFEST_TEST_KUBE_CONTEXT, MANIFEST_TEST_POSTGRES_IMAGE,
 MANIFEST_TEST_REGISTRY*) and kubectl. In a namespace of its own (deleted at the end) it
@@ -27,6 +28,13 @@ of incompressible random bytes, then measures in one run:
            (pyrage) on one core, in 256 KiB writes as the exec layer writes, beside the age CLI
            (--crypto-only: just that)
 
+  sweep    (--sweep: instead of the above) inv backup.now at each pg_dump compression level
+           of --levels beside the seed's two kubectl commands, and inv backup.restore of
+           the files of --restore-levels beside kubectl exec -i pg_restore < the same file;
+           on loopback and through a link of --limit-mbit (a rate-limited TCP proxy in this
+           process, in front of the API server, and a kubeconfig that points at it: only
+           the bench's own commands are throttled)
+
 Each figure is the median of --rounds rounds (default 3), the pairs taking turns, so a
 slow moment of the machine does not land on one side only. Rates are MB of database
 (pg_database_size) per second; RSS is the peak of the local process (the task, or
@@ -37,15 +45,20 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import secrets
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = f"bench-backup-{secrets.token_hex(3)}"
@@ -271,9 +284,249 @@ def crypto_rates(mib: int) -> None:
         plain.parent.rmdir()
 
 
+class _Pace:
+    """One direction of a link of ``rate`` bytes/s, shared by every connection over it."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.free_at = time.monotonic()
+
+    def take(self, n: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            # at most 20 ms of burst banked while the link was idle
+            self.free_at = max(self.free_at, now - 0.02) + n / self.rate
+            wait = self.free_at - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+class RateLimitedProxy:
+    """A TCP proxy on 127.0.0.1 to ``upstream``, each direction paced to ``mbit`` Mbit/s.
+
+    TLS passes through untouched (the API server's certificate names 127.0.0.1).
+    """
+
+    def __init__(self, upstream: tuple[str, int], mbit: float) -> None:
+        self.upstream = upstream
+        self.paces = (_Pace(mbit * 1e6 / 8), _Pace(mbit * 1e6 / 8))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            up, down = self.paces
+            threading.Thread(target=self._pump, args=(client, server, up), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, down), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, pace: _Pace) -> None:
+        try:
+            while data := src.recv(16384):
+                pace.take(len(data))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def proxied_kubeconfig(source: Path, target: Path, mbit: float) -> RateLimitedProxy:
+    """Write ``target``: ``source`` with every cluster's server behind one proxy."""
+    import yaml
+
+    config = yaml.safe_load(source.read_text())
+    servers = {c["cluster"]["server"] for c in config["clusters"]}
+    if len(servers) != 1:
+        raise SystemExit(f"{source}: expected one API server, found {sorted(servers)}")
+    url = urlsplit(servers.pop())
+    proxy = RateLimitedProxy((url.hostname or "127.0.0.1", url.port or 443), mbit)
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    target.write_text(json.dumps(config))
+    target.chmod(0o600)
+    return proxy
+
+
+class LoadSampler:
+    """The 1-minute load average every 5 s while the bench runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = [os.getloadavg()[0]]
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(5):
+            self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> str:
+        s = self.samples
+        return (
+            f"load average (1 min) during the run: median {statistics.median(s):.1f}, "
+            f"min {min(s):.1f}, max {max(s):.1f} ({len(s)} samples; 2 cores)"
+        )
+
+
 def kubectl_exec(context: str, *argv: str, stdin: bool = False) -> list[str]:
     flags = ["-i"] if stdin else []
     return ["kubectl", "--context", context, "exec", *flags, "-n", NS, "postgres-0", "--", *argv]
+
+
+def sweep(
+    args: argparse.Namespace,
+    *,
+    inv: list[str],
+    env: dict[str, str],
+    context: str,
+    work: Path,
+    db_size: int,
+    pg_dump: list[str],
+    restore_args: list[str],
+    in_pod_dump: str,
+) -> None:
+    """Compression levels x links: backup.now and restore against the seed's kubectl."""
+    levels = [int(x) for x in args.levels.split(",")]
+    restore_levels = [int(x) for x in args.restore_levels.split(",")]
+    links: list[tuple[str, dict[str, str]]] = [("loopback", env)]
+    proxy = None
+    if args.limit_mbit:
+        kubeconfig = work / "kubeconfig-limited"
+        proxy = proxied_kubeconfig(Path(env["KUBECONFIG"]), kubeconfig, args.limit_mbit)
+        links.append((f"{args.limit_mbit:g} Mbit/s", {**env, "KUBECONFIG": str(kubeconfig)}))
+    # (link, name) -> seconds per round; name -> bytes; (link, name) -> peak RSS MiB
+    times: dict[tuple[str, str], list[float]] = {}
+    sizes: dict[str, int] = {}
+    peaks: dict[tuple[str, str], float] = {}
+
+    def record(link: str, name: str, seconds: float, rss: float | None, size: int = 0) -> None:
+        times.setdefault((link, name), []).append(seconds)
+        if size:
+            sizes[name] = size
+        if rss is not None:
+            peaks[(link, name)] = max(peaks.get((link, name), 0.0), rss)
+        print(f"  {link:<12} {name:<44} {seconds:6.1f} s", flush=True)
+
+    def dump_dir(level: int) -> Path:
+        folder = work / f"z{level}"
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def where(folder: Path) -> list[str]:
+        return ["--context", context, "--namespace", NS, "--backups-dir", str(folder)]
+
+    sampler = LoadSampler()
+    try:
+        for n in range(args.rounds):
+            print(f"round {n + 1} of {args.rounds}", flush=True)
+            for link, link_env in links:
+                kubectl_env = link_env
+                for level in levels:
+                    folder = dump_dir(level)
+                    for old in folder.glob("*.dump*"):
+                        old.unlink()
+                    task = [*inv, "backup.now", "--compression", str(level), *where(folder)]
+                    s, rss = timed(task, env=link_env)
+                    made = next(folder.glob("*.dump"))
+                    record(link, f"inv backup.now -Z{level}", s, rss, made.stat().st_size)
+                    if level == levels[0]:
+                        # the seed's two ways right after ours, turn about
+                        seed_z0 = work / "seed-z0.dump"
+                        s, rss = timed(
+                            kubectl_exec(context, *pg_dump, "-Z0"),
+                            stdout_path=seed_z0,
+                            env=kubectl_env,
+                        )
+                        record(
+                            link,
+                            "kubectl exec pg_dump -Fc -Z0 > file",
+                            s,
+                            rss,
+                            seed_z0.stat().st_size,
+                        )
+                    if level == levels[-1]:
+                        seed = work / "seed.dump"
+                        s, rss = timed(
+                            kubectl_exec(context, *pg_dump), stdout_path=seed, env=kubectl_env
+                        )
+                        record(
+                            link,
+                            "kubectl exec pg_dump -Fc > file (seed)",
+                            s,
+                            rss,
+                            seed.stat().st_size,
+                        )
+                for level in restore_levels:
+                    made = next(dump_dir(level).glob("*.dump"))
+                    task = [
+                        *inv,
+                        "backup.restore",
+                        "--file",
+                        str(made),
+                        "--yes",
+                        "--no-safety-backup",
+                        *where(dump_dir(level)),
+                    ]
+                    s, rss = timed(task, env=link_env)
+                    record(link, f"inv backup.restore -Z{level} file", s, rss)
+                    s, rss = timed(
+                        kubectl_exec(context, *restore_args, stdin=True),
+                        stdin_path=made,
+                        env=kubectl_env,
+                    )
+                    record(link, f"kubectl exec -i pg_restore < -Z{level} file", s, rss)
+            for level in levels:
+                started = time.perf_counter()
+                in_pod("sh", "-c", f"{in_pod_dump} -Z{level} >/dev/null")
+                record(
+                    "in the pod",
+                    f"pg_dump -Fc -Z{level} > /dev/null",
+                    time.perf_counter() - started,
+                    None,
+                )
+    finally:
+        sampler.stop.set()
+        if proxy is not None:
+            proxy.close()
+
+    print(
+        f"\nmedians of {args.rounds} rounds; database {db_size / 1e6:.0f} MB "
+        f"(pg_database_size); {sampler.summary()}"
+    )
+    print(f"{'link':<12} {'':<44} {'time':>8} {'db rate':>10} {'file':>8} {'peak RSS':>9}")
+    med = {key: statistics.median(v) for key, v in times.items()}
+    for (link, name), secs in med.items():
+        size = f"{sizes[name] / 1e6:5.0f} MB" if name in sizes else "       -"
+        rss = f"{peaks[(link, name)]:5.0f} MiB" if (link, name) in peaks else "        -"
+        print(f"{link:<12} {name:<44} {secs:6.1f} s {db_size / secs / 1e6:5.0f} MB/s {size} {rss}")
+    print("\nratios of the medians (above 1.0 = ours is faster):")
+    for link, _ in links:
+        z0 = med[(link, "kubectl exec pg_dump -Fc -Z0 > file")]
+        seed = med[(link, "kubectl exec pg_dump -Fc > file (seed)")]
+        for level in levels:
+            ours = med[(link, f"inv backup.now -Z{level}")]
+            print(
+                f"  {link:<12} backup.now -Z{level}: {z0 / ours:5.2f}x kubectl -Z0, "
+                f"{seed / ours:5.2f}x the seed (kubectl pg_dump -Fc)"
+            )
+        for level in restore_levels:
+            ours = med[(link, f"inv backup.restore -Z{level} file")]
+            theirs = med[(link, f"kubectl exec -i pg_restore < -Z{level} file")]
+            print(f"  {link:<12} backup.restore -Z{level} file: {theirs / ours:5.2f}x kubectl")
 
 
 def main() -> None:
@@ -289,8 +542,21 @@ def main() -> None:
         action="store_true",
         help="Only backup.now and backup.restore, plain and encrypted (a quick comparison)",
     )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="Compression levels x links (loopback and --limit-mbit) instead of the rest",
+    )
+    parser.add_argument("--levels", default="0,1,3,6", help="pg_dump -Z levels for --sweep")
+    parser.add_argument(
+        "--restore-levels", default="0,1", help="Restore the files of these levels (--sweep)"
+    )
+    parser.add_argument(
+        "--limit-mbit", type=float, default=100, help="The limited link (--sweep; 0: none)"
+    )
     args = parser.parse_args()
-    crypto_rates(args.crypto_mib)
+    if not args.sweep:
+        crypto_rates(args.crypto_mib)
     if args.crypto_only:
         return
     for var in ("KUBECONFIG", "MANIFEST_TEST_POSTGRES_IMAGE", "MANIFEST_TEST_REGISTRY"):
@@ -340,6 +606,19 @@ def main() -> None:
             in_pod("sh", "-c", script)
             record(kind, name, time.perf_counter() - started, None, 0)
 
+        if args.sweep:
+            sweep(
+                args,
+                inv=inv,
+                env=env,
+                context=context,
+                work=work,
+                db_size=db_size,
+                pg_dump=pg_dump,
+                restore_args=restore_args,
+                in_pod_dump=in_pod_dump,
+            )
+            return
         ours = work / "none-yet"
         for _ in range(args.rounds):
             for old in work.glob("*.dump*"):
@@ -460,9 +739,7 @@ def main() -> None:
     finally:
         if not args.keep:
             kubectl("delete", "namespace", NS, "--wait=false", check=False)
-        for f in work.iterdir():
-            f.unlink()
-        work.rmdir()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -54,22 +54,12 @@ class KubeTarget:
 
 
 def list_contexts(kubeconfig: Path | None) -> tuple[list[str], str | None]:
-    """Context names in the kubeconfig and its current context."""
-    from kubernetes import config as kube_config
-    from kubernetes.config.config_exception import ConfigException
+    """Context names in the kubeconfig and its current context (read without the
+    kubernetes package: see ``ops.kubeconfig``)."""
+    from ops.kubeconfig import load
 
-    try:
-        contexts, current = kube_config.list_kube_config_contexts(
-            config_file=str(kubeconfig) if kubeconfig else None
-        )
-    except (ConfigException, OSError) as exc:
-        raise ContextError(
-            f"no usable kubeconfig ({exc})",
-            hint="Set KUBECONFIG (or MANIFEST_KUBECONFIG) to a kubeconfig file, "
-            "or enable Kubernetes in Docker Desktop.",
-        ) from exc
-    names = [c["name"] for c in contexts]
-    return names, (current or {}).get("name")
+    config = load(kubeconfig)
+    return list(config.contexts), config.current
 
 
 def resolve_target(settings: Settings) -> KubeTarget:

@@ -63,14 +63,20 @@ def memory_limits(settings: Settings, pod: str) -> str:
 
 
 def pod_source(settings: Settings) -> Source:
-    """The postgres pod as a backup source, checked to be running."""
+    """The postgres pod as a backup source.
+
+    Not looked up first: the first exec finds it (a 404 is "pod not found"), and only when
+    the API server refuses an exec into it is the pod read, to say why (not Running).
+    """
     from ops.execstream import PodExec
     from ops.kube import resolve_target
 
     target = resolve_target(settings)
-    ensure_running(target, settings.postgres_pod)
+    pod = settings.postgres_pod
     return Source(
-        runner=PodExec(target, settings.postgres_pod, describe=program_name),
+        runner=PodExec(
+            target, pod, describe=program_name, on_refused=lambda: ensure_running(target, pod)
+        ),
         database=settings.database,
         context=target.context,
         namespace=target.namespace,

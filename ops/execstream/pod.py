@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
+from urllib.parse import quote, urlencode
 
 from ops import kube
 from ops.errors import ClusterError, ExecFailed, NotFound
-from ops.execstream.channels import V5, exit_code_from_status, sized_stdin
+from ops.execstream.channels import V4, V5, exit_code_from_status, sized_stdin
 from ops.execstream.runner import (
     CHUNK_SIZE,
     CommandRunner,
@@ -19,10 +20,12 @@ from ops.execstream.runner import (
     exit_error,
 )
 from ops.execstream.session import ExecSession, Pumped, WebSocket
-from ops.kube import KubeTarget, unreachable
+from ops.kube import CONNECT_TIMEOUT, READ_TIMEOUT, KubeTarget, unreachable
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
+
+    from ops.kubeconfig import ExecDoor
 
 
 class PodExec(CommandRunner):
@@ -43,8 +46,12 @@ class PodExec(CommandRunner):
         keepalive_seconds: float = 20.0,
         chunk_size: int = CHUNK_SIZE,
         describe: Describe = command_name,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
+        """``on_refused``: called when the API server refuses an exec (not a 404, 401 or
+        403), to raise an error that says why (e.g. the pod is not running)."""
         self.target = target
+        self._on_refused = on_refused
         self.pod = pod
         self.container = container
         self._client_factory = client_factory
@@ -148,6 +155,12 @@ class PodExec(CommandRunner):
         )
 
     def _connect(self, argv: list[str], *, with_stdin: bool) -> tuple[WebSocket, str]:
+        if self._client_factory is kube.client:
+            from ops.kubeconfig import exec_door
+
+            door = exec_door(self.target.kubeconfig, self.target.context)
+            if door is not None:
+                return self._connect_direct(door, argv, with_stdin=with_stdin)
         from kubernetes.client import CoreV1Api
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
@@ -176,6 +189,38 @@ class PodExec(CommandRunner):
         self._protocol = str(getattr(response, "subprotocol", None) or "")
         return ws, self._protocol
 
+    def _connect_direct(
+        self, door: ExecDoor, argv: list[str], *, with_stdin: bool
+    ) -> tuple[WebSocket, str]:
+        """The exec websocket opened by websocket-client itself, as ``kubernetes.stream``
+        opens it (same URL, subprotocols and TLS), without importing the kubernetes
+        package (see ``ops.kubeconfig``)."""
+        from websocket import WebSocket as Client
+        from websocket import WebSocketBadStatusException, WebSocketException
+
+        query = [("command", word) for word in argv]
+        query += [("stdin", str(with_stdin).lower()), ("stdout", "true"), ("stderr", "true")]
+        query += [("tty", "false")] + ([("container", self.container)] if self.container else [])
+        path = f"/api/v1/namespaces/{quote(self.target.namespace, safe='')}/pods/"
+        path += f"{quote(self.pod, safe='')}/exec?{urlencode(query)}"
+        sslopt: dict[str, object] = {"context": door.ssl_context}
+        if door.server_hostname:
+            sslopt["server_hostname"] = door.server_hostname
+        ws = Client(sslopt=sslopt, skip_utf8_validation=False)
+        try:
+            ws.connect(  # type: ignore[no-untyped-call]
+                door.base_url + path,
+                header=[*door.headers, f"sec-websocket-protocol: {V5},{V4}"],
+                timeout=CONNECT_TIMEOUT + READ_TIMEOUT,
+            )
+        except WebSocketBadStatusException as exc:
+            raise self._handshake_error(exc, host=door.host) from exc
+        except (OSError, WebSocketException) as exc:
+            raise unreachable(exc, door.host) from exc
+        headers = ws.getheaders() or {}
+        self._protocol = str(ws.getsubprotocol() or headers.get("sec-websocket-protocol") or "")
+        return ws, self._protocol  # type: ignore[return-value]
+
     def _handshake_error(self, exc: Exception, *, host: str) -> ClusterError:
         # kubernetes.stream wraps every handshake failure as status 0 with the websocket's
         # "Handshake status 404 Not Found ..." text as the reason, and a failure to connect
@@ -189,11 +234,21 @@ class PodExec(CommandRunner):
                 namespace=self.target.namespace,
                 name=self.pod,
             )
-        if " 403 " in reason or " 401 " in reason:
-            return ClusterError(
-                f"not allowed to exec into pod {self.pod!r}",
-                hint="The kube context's user needs the pods/exec permission.",
-            )
+        for status in (401, 403):
+            if f" {status} " in reason:
+                return ClusterError(
+                    f"the Kubernetes API refused to exec into pod {self.pod!r} in namespace "
+                    f"{self.target.namespace!r} (HTTP {status})",
+                    hint="Your kube context's credentials expired or were refused: log in again."
+                    if status == 401
+                    else "The kube context's user needs the pods/exec permission.",
+                    namespace=self.target.namespace,
+                )
+        if self._on_refused is not None:
+            try:
+                self._on_refused()
+            except ClusterError as explained:
+                return explained
         first = reason.split(" -+-+- ")[0]
         return ClusterError(
             f"cannot exec into {self.where}: {first}",
