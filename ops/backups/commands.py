@@ -78,13 +78,51 @@ _CUSTOM_RESTORE = (
     "else printf '\\n\\\\.\\n;\\n%s\\n' \"$2\"; fi; } "
     '| psql -U "$u" -X -q -v ON_ERROR_STOP=1 -d "$0"'
 )
+# The same with the file's sha256 gate: stdin is the dump ($3 bytes) and then the sha256
+# (64 hex digits) that the client computed of the file while it streamed; COMMIT only if
+# pg_restore read the dump to its end AND that digest is the sidecar's ($4).
+_CUSTOM_RESTORE_GATED = (
+    'export PGPASSWORD="${POSTGRES_PASSWORD:-$PGPASSWORD}"; '
+    'u="${POSTGRES_USER:-${PGUSER:-postgres}}"; '
+    '{ printf "BEGIN;\\n%s\\n" "$1"; '
+    'if head -c "$3" | pg_restore --no-owner --clean --if-exists -f -; then '
+    'if [ "$(head -c 64)" = "$4" ]; then printf "\\n;\\nCOMMIT;\\n"; '
+    "else printf '\\n;\\n%s\\n' \"$5\"; fi; "
+    "else printf '\\n\\\\.\\n;\\n%s\\n' \"$2\"; fi; } "
+    '| psql -U "$u" -X -q -v ON_ERROR_STOP=1 -d "$0"'
+)
 _READ_FAILED = "DO $$BEGIN RAISE EXCEPTION 'pg_restore could not read the dump to its end'; END$$;"
+DIGEST_DIFFERS = (
+    "DO $$BEGIN RAISE EXCEPTION 'the backup''s sha256 differs from its sidecar'; END$$;"
+)
+SHA256_HEX = 64  # bytes of the digest that follows a gated custom dump on stdin
 
 
-def restore_command(database: str, fmt: DumpFormat) -> list[str]:
+def restore_command(
+    database: str, fmt: DumpFormat, *, gate: tuple[int, str] | None = None
+) -> list[str]:
     """The command that restores a dump arriving on stdin, in one transaction that first
-    empties the database (see WIPE_DATABASE)."""
+    empties the database (see WIPE_DATABASE).
+
+    ``gate`` (custom format): ``(size of the dump, sha256 of the sidecar)``; the dump on
+    stdin is followed by the sha256 the client computed of the file as it sent it, and the
+    transaction commits only if the two are equal. (A plain dump's COMMIT is sent by the
+    client itself, only when they are: see ``restore._restore_stream``.)
+    """
     if fmt == "custom":
+        if gate is not None:
+            size, sha256 = gate
+            return [
+                "sh",
+                "-c",
+                _CUSTOM_RESTORE_GATED,
+                database,
+                WIPE_DATABASE.decode(),
+                _READ_FAILED,
+                str(size),
+                sha256,
+                DIGEST_DIFFERS,
+            ]
         return [
             "sh",
             "-c",

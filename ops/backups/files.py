@@ -98,10 +98,17 @@ class Verification:
     stat: tuple[int, int] = (0, 0)  # size and mtime (ns) of the file that was checked
     encrypted: bool = False
     plain_size: int | None = None  # of an encrypted file, once decrypted (None: not opened)
+    # The sidecar's sha256 is still to be checked: by the restore, as the file streams.
+    digest_pending: bool = False
 
     @property
     def summary(self) -> str:
         """What the checks prove, and no more: without a sidecar, nothing about alteration."""
+        if self.info is not None and self.digest_pending:
+            return (
+                f"a {self.header.format} dump of its sidecar's size (its sha256 is checked as "
+                "it streams; nothing is committed unless it matches)"
+            )
         if self.info is not None:
             return f"a complete, unaltered {self.header.format} dump (sha256 matches its sidecar)"
         return (
@@ -266,8 +273,13 @@ def verify_backup(
     require_sidecar: bool = True,
     identities: Sequence[Any] | None = None,
     decrypt_all: bool = True,
+    stream_digest: bool = False,
 ) -> Verification:
     """Check a local backup: sidecar sha256 and size, format, and a full read.
+
+    ``stream_digest`` (a restore): the sidecar's size is checked here, its sha256 is left
+    to the restore, which hashes the file as it streams it and commits only if it matches
+    (``digest_pending``): one pass over the file instead of two.
 
     ``full_reader`` runs ``pg_restore`` for the full read of a custom dump (None: skip it,
     and say so in the checks); a function is called for the runner only for a custom dump.
@@ -301,11 +313,20 @@ def verify_backup(
             raise CorruptBackup(
                 f"{path} is {size} bytes, its sidecar says {info.size}: truncated or altered"
             )
-        with progress(f"sha256 {path.name}", size) as advance:
-            digest = sha256_of(path, advance)
-        if digest != info.sha256:
-            raise CorruptBackup(f"{path}: sha256 differs from its sidecar (the file was altered)")
-        checks.append("sha256 matches the sidecar")
+        if stream_digest:
+            checks.append(
+                "size matches the sidecar; its sha256 is checked as the file streams "
+                "(nothing is committed unless it matches)"
+            )
+        else:
+            with progress(f"sha256 {path.name}", size) as advance:
+                digest = sha256_of(path, advance)
+            if digest != info.sha256:
+                raise CorruptBackup(
+                    f"{path}: sha256 differs from its sidecar (the file was altered)"
+                )
+            checks.append("sha256 matches the sidecar")
+    pending = stream_digest and info is not None
     if agecrypt.file_is_encrypted(path):
         return _verify_encrypted(
             path,
@@ -316,6 +337,7 @@ def verify_backup(
             identities=identities,
             progress=progress,
             decrypt_all=decrypt_all,
+            digest_pending=pending,
         )
     header = read_file_header(path)
     _check_format(path, header, info, checks)
@@ -329,7 +351,14 @@ def verify_backup(
         checks.append("full read skipped (the sha256 is that of pg_dump's complete output)")
     else:
         checks.append("full read skipped (no pg_restore to read it with)")
-    return Verification(path=path, header=header, checks=tuple(checks), info=info, stat=stat)
+    return Verification(
+        path=path,
+        header=header,
+        checks=tuple(checks),
+        info=info,
+        stat=stat,
+        digest_pending=pending,
+    )
 
 
 def _check_format(
@@ -403,6 +432,7 @@ def _verify_encrypted(
     identities: Sequence[Any] | None,
     progress: ProgressFactory,
     decrypt_all: bool = True,
+    digest_pending: bool = False,
 ) -> Verification:
     def verified(header: DumpHeader, plain_size: int | None = None) -> Verification:
         return Verification(
@@ -413,6 +443,7 @@ def _verify_encrypted(
             stat=stat,
             encrypted=True,
             plain_size=plain_size,
+            digest_pending=digest_pending,
         )
 
     recipients = info.recipients if info is not None else ()
@@ -426,7 +457,8 @@ def _verify_encrypted(
         )
         return verified(DumpHeader(format=fmt))
     if not decrypt_all and info is not None and info.recipients:
-        # The sidecar backup.now wrote after every check passed, and its sha256 matches.
+        # The sidecar backup.now wrote after every check passed; its sha256 matches (or
+        # is checked as the file streams, digest_pending).
         opened = agecrypt.open_head(path, identities, recipients=recipients, head=HEAD_BYTES)
         header = read_header(opened.head, name=f"{path} (decrypted)")
         if info.format != header.format:

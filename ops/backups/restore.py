@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
 from ops import agecrypt
-from ops.backups.commands import WIPE_DATABASE, pg_command, restore_command, row_counts_command
+from ops.backups.commands import (
+    DIGEST_DIFFERS,
+    SHA256_HEX,
+    WIPE_DATABASE,
+    pg_command,
+    restore_command,
+    row_counts_command,
+)
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import ProgressFactory, Verification, no_progress, verify_backup
 from ops.errors import (
     BackupKeyError,
+    CorruptBackup,
     ExecFailed,
     RestoreFailed,
     RestoreInterrupted,
@@ -113,6 +122,47 @@ class _Concat(io.RawIOBase):
         return b""
 
 
+class _HashingReader:
+    """A file read through once: its sha256 as the bytes pass (the restore's one pass)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self._digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._digest.update(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        n = self._f.readinto(buffer)  # type: ignore[attr-defined]
+        self._digest.update(memoryview(buffer)[:n])
+        return int(n)
+
+    def hexdigest(self) -> str:
+        """The digest of the whole file (what was not read yet, e.g. after age's final chunk,
+        is read now)."""
+        while self.read(1024 * 1024):
+            pass
+        return self._digest.hexdigest()
+
+
+class _Trailer(io.RawIOBase):
+    """Bytes made only when the stream reaches them (after the file: its digest)."""
+
+    def __init__(self, make: Callable[[], bytes]) -> None:
+        self._make = make
+        self._data: io.BytesIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._data is None:
+            self._data = io.BytesIO(self._make())
+        return self._data.read(size)
+
+
 def _restore_stream(
     runner: CommandRunner,
     path: Path,
@@ -121,32 +171,70 @@ def _restore_stream(
     progress: ProgressFactory,
     decrypt: Verification | None = None,
     identities: Sequence[Any] = (),
+    sha256: str | None = None,
 ) -> CompletedExec:
     """``decrypt``: the check of an encrypted file that decrypted it (its plaintext size);
-    the file is then decrypted with ``identities`` on its way into the pod."""
+    the file is then decrypted with ``identities`` on its way into the pod.
+
+    ``sha256`` (the sidecar's): the file is hashed as it streams (the ciphertext, for an
+    encrypted one) and the transaction commits only if the digest is this one; otherwise
+    it rolls back and CorruptBackup says so.
+    """
     size = path.stat().st_size
+    hashed: _HashingReader | None = None
     with contextlib.ExitStack() as stack:
         f: IO[bytes] = stack.enter_context(path.open("rb"))
+        if sha256 is not None:
+            hashed = _HashingReader(f)
+            f = cast(IO[bytes], hashed)
         if decrypt is not None:
             assert decrypt.plain_size is not None
             size = decrypt.plain_size
             reader = agecrypt.DecryptingReader(f, identities, name=path.name)
             f = cast(IO[bytes], stack.enter_context(reader))
         advance = stack.enter_context(progress(f"restore {path.name}", size))
+        gate = None
         if fmt == "custom":
-            stream: IO[bytes] = f
-            total = size
+            if hashed is not None:
+                digest_of = hashed.hexdigest
+                gate = (size, cast(str, sha256))
+                stream = cast(
+                    IO[bytes], _Concat([f, cast(IO[bytes], _Trailer(lambda: digest_of().encode()))])
+                )
+                total = size + SHA256_HEX
+            else:
+                stream = f
+                total = size
         else:
             # Empty the database first, inside the same transaction: afterwards it holds
-            # exactly the backup, whether or not the dump drops what it recreates.
+            # exactly the backup, whether or not the dump drops what it recreates. COMMIT
+            # comes last, and only if the file's digest is the sidecar's.
             begin, commit = b"BEGIN;\n" + WIPE_DATABASE, b"\n;\nCOMMIT;\n"
-            stream = _Concat([io.BytesIO(begin), f, io.BytesIO(commit)])  # type: ignore[assignment]
-            total = size + len(begin) + len(commit)
+            refuse = b"\n;\n" + DIGEST_DIFFERS.encode() + b"\n"
+            width = max(len(commit), len(refuse))  # the same length either way (stdin_size)
+
+            def end() -> bytes:
+                ok = hashed is None or hashed.hexdigest() == sha256
+                return (commit if ok else refuse).ljust(width, b" ")
+
+            stream = cast(
+                IO[bytes], _Concat([io.BytesIO(begin), f, cast(IO[bytes], _Trailer(end))])
+            )
+            total = size + len(begin) + width
         try:
             return runner.run(
-                restore_command(database, fmt), stdin=stream, stdin_size=total, progress=advance
+                restore_command(database, fmt, gate=gate),
+                stdin=stream,
+                stdin_size=total,
+                progress=advance,
             )
         except ExecFailed as exc:
+            if hashed is not None and hashed.hexdigest() != sha256:
+                raise CorruptBackup(
+                    f"{path}: sha256 differs from its sidecar (the file was altered); found as "
+                    f"it streamed into {database!r}, whose transaction was rolled back: "
+                    "nothing was changed",
+                ) from exc
             detail = " ".join(exc.message.split())  # one line, whatever stderr held
             if server_went_away(detail):
                 raise ServerKilled(
@@ -243,6 +331,7 @@ def restore_backup(
             require_sidecar=require_sidecar,
             identities=identities,
             decrypt_all=False,
+            stream_digest=True,
         )
     if verification.encrypted and (identities is None or verification.plain_size is None):
         raise BackupKeyError(f"{path.name} is encrypted: restoring it needs your identity")
@@ -264,6 +353,7 @@ def restore_backup(
             progress,
             decrypt=verification if verification.encrypted else None,
             identities=identities or (),
+            sha256=verification.info.sha256 if verification.info is not None else None,
         )
     except KeyboardInterrupt as exc:
         kept = f"; the safety backup taken before is {safety}" if safety else ""
@@ -273,7 +363,7 @@ def restore_backup(
             database=source.database,
             safety_backup=str(safety) if safety else None,
         ) from exc
-    except RestoreFailed as exc:
+    except (RestoreFailed, CorruptBackup) as exc:
         if safety is not None:
             exc.message += f"; the safety backup taken before is {safety}"
             exc.args = (exc.message,)

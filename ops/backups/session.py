@@ -193,7 +193,8 @@ def _verify_for_restore(
     pod: Callable[[], Source],
     identities: Sequence[Any] | None = None,
 ) -> Verification:
-    # With a sidecar, its sha256 proves the file is what pg_dump wrote after exiting 0;
+    # With a sidecar, its sha256 proves the file is what pg_dump wrote after exiting 0 (checked
+    # as the file streams: the restore commits only if it matches, see _restore_stream);
     # without one, a full read (in the pod: the restoring pg_restore's own version) must.
     # An encrypted file is decrypted in full here (age authenticates every chunk).
     has_sidecar = sidecar_of(path).is_file()
@@ -204,6 +205,7 @@ def _verify_for_restore(
         require_sidecar=require_sidecar,
         identities=identities,
         decrypt_all=False,
+        stream_digest=True,
     )
 
 

@@ -243,17 +243,25 @@ def test_verify_rejects_a_tar_archive_from_pg_dump(tmp_path, postgres_server, db
         verify_backup(path, full_reader=None, require_sidecar=False)
 
 
-def test_a_corrupt_file_is_rejected_before_the_database_is_touched(
-    tmp_path, postgres_server, source, db
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.99], ids=["early", "middle", "late"])
+def test_a_corrupt_file_of_the_right_length_never_changes_the_database(
+    tmp_path, postgres_server, source, db, fmt, where
 ):
-    path, info = take_backup(source, backups_dir=tmp_path)
-    flip_byte(path, info.size // 2)
+    """The restore reads the file once: its sha256 is computed as it streams, and the
+    transaction commits only if it is the sidecar's. A file altered after its backup (same
+    length, other bytes) is refused at the end of the stream, the database unchanged."""
+    path, info = take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    flip_byte(path, int(info.size * where))
+    assert path.stat().st_size == info.size
     postgres_server.psql("UPDATE student SET age = 99 WHERE id = 1", db)
-    before = counts(postgres_server, db)
-    with pytest.raises(CorruptBackup):
-        restore_backup(path, source, full_reader=None, backups_dir=tmp_path)
+    before, schema = counts(postgres_server, db), plain_sql(postgres_server, db)
+    with pytest.raises(CorruptBackup, match="sha256 differs from its sidecar") as caught:
+        restore_backup(path, source, full_reader=None, backups_dir=tmp_path / "safety")
+    assert "nothing was changed" in caught.value.message
+    assert "safety backup" in caught.value.message  # taken before the stream, and named
     assert counts(postgres_server, db) == before
-    assert len(list(tmp_path.glob("*.dump"))) == 1  # not even a safety backup was taken
+    assert plain_sql(postgres_server, db) == schema
 
 
 # --- faults ------------------------------------------------------------------------------------
@@ -849,7 +857,7 @@ def test_a_restore_reads_the_dumps_header_once(tmp_path, source, monkeypatch, si
     assert len(reads) == 1, reads
     assert report.tables == {"public.blobs": 2000, "public.student": 20000}
     checks = " ".join(prepared.verification.checks)
-    assert ("sha256 matches" in checks) == sidecar
+    assert ("sha256 is checked as the file streams" in checks) == sidecar
     assert ("full read by pg_restore" in checks) == (not sidecar)
 
 

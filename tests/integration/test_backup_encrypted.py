@@ -190,7 +190,10 @@ def test_key_and_tamper_errors_come_before_the_database_is_touched(
         assert "not one of the file's recipients" in info.value.message
         assert recipient in info.value.message
     assert data_path.counts(postgres_server, db) == before
-    assert len(list(folder.glob("*.age"))) == 1  # not even a safety backup was taken
+    # A key problem is found before anything else; a tampered file as it streams (its
+    # sha256, and age's authentication): after the safety backup, before any COMMIT.
+    assert len(list(folder.glob("*.age"))) == 1
+    assert len(list(folder.glob("*.dump"))) == (1 if case == "tampered" else 0)  # the safety one
 
 
 @pytest.mark.parametrize("sidecar", ["forged", "none"])
