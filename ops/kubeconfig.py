@@ -125,14 +125,15 @@ def exec_door(kubeconfig: Path | None, context: str) -> ExecDoor | None:
     ):
         return None
     try:
-        tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        # The system's CAs only when the kubeconfig names none (loading them costs 0.2 s).
+        ca = _data(cluster, "certificate-authority", cluster_dir)
+        if ca is not None:
+            tls = ssl.create_default_context(cadata=ca.decode("ascii"))
+        else:
+            tls = ssl.create_default_context()
         if cluster.get("insecure-skip-tls-verify"):
             tls.check_hostname = False
             tls.verify_mode = ssl.CERT_NONE
-        else:
-            ca = _data(cluster, "certificate-authority", cluster_dir)
-            if ca is not None:
-                tls = ssl.create_default_context(cadata=ca.decode("ascii"))
         cert = _data(user, "client-certificate", user_dir)
         key = _data(user, "client-key", user_dir)
         if cert is not None and key is not None:
