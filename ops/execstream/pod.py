@@ -49,7 +49,8 @@ class PodExec(CommandRunner):
         on_refused: Callable[[], None] | None = None,
     ) -> None:
         """``on_refused``: called when the API server refuses an exec (not a 404, 401 or
-        403), to raise an error that says why (e.g. the pod is not running)."""
+        403) or ends it without an exit code, to raise an error that says why (e.g. the pod
+        is not running); if it returns, the error is the exec's own."""
         self.target = target
         self._on_refused = on_refused
         self.pod = pod
@@ -139,6 +140,10 @@ class PodExec(CommandRunner):
             )
         code, message = exit_code_from_status(pumped.status)
         if code is None:
+            # e.g. "unable to upgrade connection: container not found": the pod is not
+            # running (nothing was looked up before: say why if we can).
+            if self._on_refused is not None:
+                self._on_refused()
             raise ExecFailed(
                 f"{name} in {self.where} failed without an exit code: {message}"
                 + (f"; stderr: {stderr}" if stderr else ""),
