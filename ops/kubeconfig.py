@@ -1,9 +1,9 @@
 """The kubeconfig read without the kubernetes package: contexts, and the exec API's door.
 
 Importing ``kubernetes.config`` and the ``CoreV1Api`` that ``kubernetes.stream`` calls
-costs 1-3 s of CPU (hundreds of generated model classes; 8 s of wall time on this machine
-under load), more than a whole backup of a small database. The backup tasks need
-neither: the context list is a YAML read, and an exec is one websocket that
+builds hundreds of generated model classes: on a loaded machine that took longer than a whole
+backup of a small database (see the profile in README, and bench/startup_bench.py). The
+backup tasks need neither: the context list is a YAML read, and an exec is one websocket that
 websocket-client opens directly, as ``kubernetes.stream`` itself does. Only the plain
 kubeconfig entries are handled here (server, CA, client certificate or bearer token);
 a context that authenticates otherwise (``exec`` plugins, ``auth-provider``, a proxy)
@@ -125,7 +125,7 @@ def exec_door(kubeconfig: Path | None, context: str) -> ExecDoor | None:
     ):
         return None
     try:
-        # The system's CAs only when the kubeconfig names none (loading them costs 0.2 s).
+        # The system's CAs only when the kubeconfig names none (loading them is slow).
         ca = _data(cluster, "certificate-authority", cluster_dir)
         if ca is not None:
             tls = ssl.create_default_context(cadata=ca.decode("ascii"))
