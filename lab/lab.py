@@ -8,8 +8,9 @@ Kubernetes cluster built on this machine, for the end-to-end tests.
     python3 lab/lab.py images         Debian/PostgreSQL/Python base images, pause, CoreDNS, busybox
     python3 lab/lab.py cluster-up     etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS
     python3 lab/lab.py harbor-up      token server + token-auth registry on localhost:30003
-    python3 lab/lab.py up             services-up, build, harbor-up, images, cluster-up (timed)
-    python3 lab/lab.py cluster-down | harbor-down | services-down | down
+    python3 lab/lab.py argocd-up      ArgoCD (redis, repo-server, application-controller), git repo
+    python3 lab/lab.py up             services-up, build, harbor-up, images, cluster-up, argocd-up
+    python3 lab/lab.py argocd-down | cluster-down | harbor-down | services-down | down
     python3 lab/lab.py status
 
 $LAB = $MANIFEST_LAB_DIR (default /tmp/manifest-lab); cache = $MANIFEST_LAB_CACHE
@@ -26,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labkit import build, cluster, harbor, images, packages, services
+from labkit import argocd, build, cluster, harbor, images, packages, services
 from labkit.util import LabError, Paths, info
 
 
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         "images",
         "cluster-up",
         "cluster-down",
+        "argocd-up",
+        "argocd-down",
         "up",
         "down",
         "status",
@@ -75,20 +78,30 @@ def main(argv: list[str] | None = None) -> int:
         "harbor-down": [("harbor-down", lambda: harbor.down(paths))],
         "images": [("images", lambda: images.build_all(paths))],
         "cluster-up": [("cluster-up", lambda: cluster.up(paths))],
-        "cluster-down": [("cluster-down", lambda: cluster.down(paths))],
+        "cluster-down": [
+            ("argocd-down", lambda: argocd.down(paths)),  # it needs the cluster
+            ("cluster-down", lambda: cluster.down(paths)),
+        ],
+        "argocd-up": [("argocd-up", lambda: argocd.up(paths))],
+        "argocd-down": [("argocd-down", lambda: argocd.down(paths))],
         "up": [
             ("services-up", lambda: services.up(paths)),
             ("build", lambda: build.build_all(paths)),
             ("harbor-up", lambda: harbor.up(paths)),
             ("images", lambda: images.build_all(paths)),
             ("cluster-up", lambda: cluster.up(paths)),
+            ("argocd-up", lambda: argocd.up(paths)),
         ],
         "down": [
+            ("argocd-down", lambda: argocd.down(paths)),
             ("cluster-down", lambda: cluster.down(paths)),
             ("harbor-down", lambda: harbor.down(paths)),
             ("services-down", lambda: services.down(paths)),
         ],
-        "status": [("status", lambda: (cluster.status(paths), harbor.status(paths)))],
+        "status": [
+            ("status", lambda: (cluster.status(paths), harbor.status(paths))),
+            ("argocd", lambda: argocd.status(paths)),
+        ],
     }
     try:
         _timed(phases[args.command])
@@ -96,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[lab] FAILED ({args.command}): {exc}", file=sys.stderr, flush=True)
         if args.command in {"up", "cluster-up", "services-up", "harbor-up"}:
             cluster.dump_logs(paths)
+        if args.command in {"up", "argocd-up"}:
+            argocd.dump_logs(paths)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -76,6 +76,10 @@ KUBE = GoBuild(
 )
 ETCD = GoBuild(name="etcd", packages=(".",), binaries=("etcd",))
 COREDNS = GoBuild(name="coredns", packages=(".",), binaries=("coredns",))
+# ArgoCD: one binary; ARGOCD_BINARY_NAME picks the component (see labkit/argocd.py).
+ARGOCD = GoBuild(
+    name="argocd", packages=("github.com/argoproj/argo-cd/v3/cmd",), binaries=("argocd",)
+)
 
 
 def go_binary() -> str:
@@ -98,6 +102,14 @@ def go_env(paths: Paths) -> dict[str, str]:
 
 def _ldflags(build: GoBuild) -> str:
     extra = _kube_ldflags() if build.name == "kube" else build.ldflags
+    if build.name == "argocd":
+        # What upstream's Makefile sets (PACKAGE=.../common); gitTag + clean = a release.
+        version = build.pinned("github.com/argoproj/argo-cd/v3")
+        common = "github.com/argoproj/argo-cd/v3/common"
+        extra = (
+            f"-X {common}.version={version.lstrip('v')} -X {common}.gitTag={version} "
+            f"-X {common}.gitCommit={version} -X {common}.gitTreeState=clean"
+        )
     if build.name == "etcd":
         extra = (
             f"-X go.etcd.io/etcd/api/v3/version.GitSHA={build.pinned('go.etcd.io/etcd/server/v3')}"
@@ -158,7 +170,7 @@ def bin_dirs(paths: Paths) -> dict[str, Path]:
     """Where each binary lives (the cache dirs of the current pins)."""
     go = go_binary()
     dirs = {}
-    for build in (KUBE, ETCD, COREDNS):
+    for build in (KUBE, ETCD, COREDNS, ARGOCD):
         out = output_dir(paths, build, go)
         for binary in build.binaries:
             dirs[binary] = out / binary
@@ -168,7 +180,7 @@ def bin_dirs(paths: Paths) -> dict[str, Path]:
 def build_all(paths: Paths) -> dict[str, Path]:
     go = go_binary()
     os.makedirs(paths.logs, exist_ok=True)
-    for build in (KUBE, ETCD, COREDNS):
+    for build in (KUBE, ETCD, COREDNS, ARGOCD):
         build_one(paths, build, go)
     binaries = bin_dirs(paths)
     missing = [name for name, path in binaries.items() if not path.exists()]

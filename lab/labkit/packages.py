@@ -34,6 +34,9 @@ PACKAGES = (
     "age",
     # app/tests/test_app_swagger_browser.py: Swagger UI rendered in headless Chromium, offline
     "chromium",
+    # ArgoCD (labkit/argocd.py): its cache, and the repo-server's git
+    "redis-server",
+    "git",
 )
 
 
