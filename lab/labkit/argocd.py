@@ -119,6 +119,9 @@ CMD_PARAMS: dict[str, tuple[str, str, str]] = {
     "controller.status.processors": (CONTROLLER, "status-processors", "4"),
     "controller.operation.processors": (CONTROLLER, "operation-processors", "4"),
     "controller.kubectl.parallelism.limit": (CONTROLLER, "kubectl-parallelism-limit", "4"),
+    # v3 keeps resource health in redis only; the tests and `inv doctor` read it from the
+    # Application's status.resources, as v2 wrote it.
+    "controller.resource.health.persist": (CONTROLLER, "persist-resource-health", "true"),
     "reposerver.disable.tls": (REPO_SERVER, "disable-tls", "true"),
     "reposerver.parallelism.limit": (REPO_SERVER, "parallelismlimit", "2"),
 }
@@ -145,7 +148,7 @@ def _config_objects(secret_key: str) -> list[dict[str, object]]:
         config_map(
             "argocd-cm",
             {
-                # Read by the controller as --app-resync (upstream passes it as env).
+                # Upstream passes it as ARGOCD_RECONCILIATION_TIMEOUT; so do we (_env).
                 "timeout.reconciliation": reconciliation,
                 "timeout.reconciliation.jitter": "0s",
                 "application.resourceTrackingMethod": "annotation",
@@ -309,6 +312,10 @@ def _env(paths: Paths) -> dict[str, str]:
         "TMPDIR": str(d / "tmp"),  # the repo-server's clones
         "HOME": str(d / "home"),  # no user's ~/.gitconfig
         "PATH": f"{kustomize().parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # argocd-cm's timeout.reconciliation, as upstream's Deployments pass it: the
+        # controller's --app-resync and the repo-server's revision cache (a new commit on a
+        # branch is seen after at most this long) both default to it.
+        "ARGOCD_RECONCILIATION_TIMEOUT": f"{RECONCILIATION_SECONDS}s",
     }
 
 
@@ -394,8 +401,7 @@ def up(paths: Paths) -> None:
         "argocd-application-controller",
         [
             binary, *common, *_flags(CONTROLLER),
-            f"--metrics-port={CONTROLLER_METRICS_PORT}",
-            f"--app-resync={RECONCILIATION_SECONDS}", "--app-resync-jitter=0",
+            f"--metrics-port={CONTROLLER_METRICS_PORT}", "--app-resync-jitter=0",
         ],
         env={**env, "ARGOCD_BINARY_NAME": CONTROLLER},
         cwd=_dir(paths),
