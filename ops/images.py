@@ -683,7 +683,13 @@ def _push(
                 chunks = client.api.push(
                     ref.name, tag=ref.tag, stream=True, decode=True, auth_config=auth
                 )
-                done = read_push_stream(ref, chunks, layer)
+                try:
+                    done = read_push_stream(ref, chunks, layer)
+                except PushError as refused:
+                    error = _not_allowed(session, ref, refused)
+                    if error is refused:
+                        raise
+                    raise error from refused
                 pushed.append(PushedTag(ref=ref, digest=done.digest, instead_of=instead_of))
             except APIError as exc:
                 raise PushError(
@@ -699,7 +705,9 @@ def _push(
 def _may_push(session: RegistrySession, ref: ImageRef) -> None:
     """One clear PushError, before the engine's own (``unauthorized: authentication
     required`` for a wrong password and a pull-only account alike), if the push cannot work:
-    an unreachable registry, a refused login, or a login without push on the repository."""
+    an unreachable registry or a refused login. (A login without push on the repository is
+    told apart after the engine refused it, by ``_not_allowed``: asking first would cost
+    every push two more requests, each a password check in the registry.)"""
     registry = session.registry
     login = session.check().login  # unreachable: one RegistryError line
     if login == "refused":
@@ -717,15 +725,24 @@ def _may_push(session: RegistrySession, ref: ImageRef) -> None:
             "(or MANIFEST_REGISTRY_USERNAME / _PASSWORD).",
             image=str(ref),
         )
-    if not session.push_allowed(ref.repository):
-        who = repr(registry.username) if registry.username else "anonymous"
-        raise PushError(
-            f"push of {ref} failed: registry {registry.host} does not let {who} push to "
-            f"{ref.repository} (a pull-only account?)",
-            hint="Use an account with push permission on the project (in Harbor: a robot "
-            "account with push, or a member with the developer role).",
-            image=str(ref),
-        )
+
+
+def _not_allowed(session: RegistrySession, ref: ImageRef, refused: PushError) -> PushError:
+    """The clear error for a login without push on the repository (a Harbor pull-only
+    account), if that is why the engine's push was refused; else the engine's own."""
+    if "unauthorized" not in refused.message.lower() and "denied" not in refused.message.lower():
+        return refused
+    if session.push_allowed(ref.repository):
+        return refused
+    registry = session.registry
+    who = repr(registry.username) if registry.username else "anonymous"
+    return PushError(
+        f"push of {ref} failed: registry {registry.host} does not let {who} push to "
+        f"{ref.repository} (a pull-only account?)",
+        hint="Use an account with push permission on the project (in Harbor: a robot "
+        "account with push, or a member with the developer role).",
+        image=str(ref),
+    )
 
 
 def _push_hint(message: str) -> str:

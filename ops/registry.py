@@ -130,6 +130,9 @@ class RegistrySession:
         """``https://host`` or, for a registry on localhost without TLS, ``http://host``."""
         if self._base is None:
             self._base, self._probe = _base_url(self.registry, self._http)
+            challenge = self._probe.headers.get("WWW-Authenticate", "")
+            # The probe's challenge already names the scheme: Basic goes up front from now on.
+            self._basic = self._probe.status_code == 401 and challenge.lower().startswith("basic")
         return self._base
 
     def check(self) -> RegistryCheck:
