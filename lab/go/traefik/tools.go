@@ -1,0 +1,2 @@
+// Package traefik only pins Traefik; the lab builds its cmd/traefik.
+package traefik
