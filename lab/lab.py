@@ -4,9 +4,11 @@ Kubernetes cluster built on this machine, for the end-to-end tests.
 
     python3 lab/lab.py install        Debian packages the lab needs (idempotent)
     python3 lab/lab.py services-up    dockerd + registry (TLS, htpasswd); writes $LAB/env
-    python3 lab/lab.py build          Kubernetes, etcd, CoreDNS from the Go module proxy (cached)
+    python3 lab/lab.py build          Kubernetes, etcd, CoreDNS, metrics-server, Traefik,
+                                      kube-router from the Go module proxy (cached)
     python3 lab/lab.py images         Debian/PostgreSQL/Python base images, pause, CoreDNS, busybox
-    python3 lab/lab.py cluster-up     etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS
+    python3 lab/lab.py cluster-up     etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS,
+                                      kube-router, metrics-server, Traefik (lab/labkit/addons.py)
     python3 lab/lab.py harbor-up      token server + token-auth registry on localhost:30003
     python3 lab/lab.py argocd-up      ArgoCD (redis, repo-server, application-controller), git repo
     python3 lab/lab.py up             services-up, build, harbor-up, images, cluster-up, argocd-up
@@ -27,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labkit import argocd, build, cluster, harbor, images, packages, services
+from labkit import addons, argocd, build, cluster, harbor, images, packages, services
 from labkit.util import LabError, Paths, info
 
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "install": [("install", packages.install)],
         "services-up": [("services-up", lambda: services.up(paths))],
         "services-down": [("services-down", lambda: services.down(paths))],
-        "build": [("build", lambda: build.build_all(paths))],
+        "build": [("build", lambda: (build.build_all(paths), addons.build_all(paths)))],
         "harbor-up": [("harbor-up", lambda: harbor.up(paths))],
         "harbor-down": [("harbor-down", lambda: harbor.down(paths))],
         "images": [("images", lambda: images.build_all(paths))],
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "argocd-down": [("argocd-down", lambda: argocd.down(paths))],
         "up": [
             ("services-up", lambda: services.up(paths)),
-            ("build", lambda: build.build_all(paths)),
+            ("build", lambda: (build.build_all(paths), addons.build_all(paths))),
             ("harbor-up", lambda: harbor.up(paths)),
             ("images", lambda: images.build_all(paths)),
             ("cluster-up", lambda: cluster.up(paths)),

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import build, images, pki
+from . import addons, build, images, pki
 from .services import docker_env
 from .util import (
     LabError,
@@ -568,7 +568,7 @@ def up(paths: Paths) -> None:
     if missing:
         raise LabError(f"binaries {missing} are not built: run `lab.py build`")
     node_images = images.node_images(paths)
-    if any(daemon_pid(paths, name) for name in (*CONTROL_PLANE, *NODE_DAEMONS)):
+    if any(daemon_pid(paths, n) for n in (*CONTROL_PLANE, *NODE_DAEMONS, *addons.DAEMONS)):
         info("parts of a cluster are running: taking them down first")
         down(paths)
     d = _dir(paths)
@@ -625,6 +625,7 @@ def up(paths: Paths) -> None:
         "allow-privileged": "true",
         "profiling": "false",
         "endpoint-reconciler-type": "lease",
+        **addons.apiserver_flags(d / "pki"),
     }
     start_daemon(paths, "kube-apiserver", [b["kube-apiserver"], *_flags(apiserver_flags)])
 
@@ -717,6 +718,7 @@ def up(paths: Paths) -> None:
     )
     info(f"CoreDNS ready after {time.monotonic() - started:.0f}s")
     _smoke(paths, node_images["busybox"].ref)
+    addons.up(paths, cluster_dir=d, ca=(files["ca"], files["ca-key"]), node_ip=ip, node_name=NODE)
     info(f"cluster ready after {time.monotonic() - started:.0f}s")
     info(f"KUBECONFIG={paths.kubeconfig} context {CONTEXT}")
 
@@ -816,6 +818,7 @@ def _host_cleanup(paths: Paths) -> None:
         run([binaries["kube-proxy"], "--cleanup"], check=False, quiet=True, capture=True)
     _network_down()
     _iptables_leftovers()
+    addons.host_cleanup()
     for ns in sorted(Path("/var/run/netns").glob("cni-*")):
         run(["ip", "netns", "delete", ns.name], check=False, quiet=True, capture=True)
     if Path(f"/sys/class/net/{BRIDGE}").exists():
@@ -841,6 +844,7 @@ def _ports_free() -> None:
 
 def down(paths: Paths) -> None:
     d = _dir(paths)
+    addons.stop(paths)
     if daemon_pid(paths, "kube-apiserver") is not None:
         # No controller may recreate what the drain deletes.
         for name in ("kube-controller-manager", "kube-scheduler"):
@@ -876,7 +880,7 @@ def down(paths: Paths) -> None:
 
 def dump_logs(paths: Paths, lines: int = 25) -> None:
     """The tail of every component's log (for a failed start in CI)."""
-    for name in ("dockerd", "registry", *CONTROL_PLANE, *NODE_DAEMONS):
+    for name in ("dockerd", "registry", *CONTROL_PLANE, *NODE_DAEMONS, *addons.DAEMONS):
         log = paths.logs / f"{name}.log"
         if log.exists():
             tail = log.read_bytes().decode(errors="replace").splitlines()[-lines:]
@@ -888,6 +892,7 @@ def status(paths: Paths) -> None:
     for name in ("dockerd", "registry", *CONTROL_PLANE, *NODE_DAEMONS):
         pid = daemon_pid(paths, name)
         print(f"{name:<24} {'running, pid ' + str(pid) if pid else 'stopped'}")
+    addons.status(paths)
     if daemon_pid(paths, "kube-apiserver") and paths.kubeconfig.exists():
         _kubectl(paths, "get", "nodes,pods", "-A", "-o", "wide", check=False, quiet=True)
     print(f"env: {paths.env_file}  (DOCKER_HOST={docker_env(paths)['DOCKER_HOST']})")

@@ -22,6 +22,7 @@ PACKAGES = (
     "ethtool",
     "socat",
     "kmod",
+    "ipset",  # kube-router's firewall (lab/labkit/addons.py)
     # images: Debian rootfs, busybox test image, static pause binary
     "debootstrap",
     "busybox-static",
