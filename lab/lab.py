@@ -7,11 +7,14 @@ Kubernetes cluster built on this machine, for the end-to-end tests.
     python3 lab/lab.py build          Kubernetes, etcd, CoreDNS, metrics-server, Traefik,
                                       kube-router from the Go module proxy (cached)
     python3 lab/lab.py images         Debian/PostgreSQL/Python base images, pause, CoreDNS, busybox
+    python3 lab/lab.py base-images    only those that need no Go build (Debian, PostgreSQL,
+                                      Python, busybox): all the tests without a cluster use
     python3 lab/lab.py cluster-up     etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS,
                                       kube-router, metrics-server, Traefik (lab/labkit/addons.py)
     python3 lab/lab.py harbor-up      token server + token-auth registry on localhost:30003
     python3 lab/lab.py argocd-up      ArgoCD (redis, repo-server, application-controller), git repo
-    python3 lab/lab.py up             services-up, build, harbor-up, images, cluster-up, argocd-up
+    python3 lab/lab.py up             services-up, build (alongside harbor-up and base-images),
+                                      images, cluster-up, argocd-up
     python3 lab/lab.py argocd-down | cluster-down | harbor-down | services-down | down
     python3 lab/lab.py status
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +51,27 @@ def _timed(phases: list[tuple[str, Callable[[], object]]]) -> None:
             print(f"[lab] phase {name:<14} {seconds:7.1f}s", flush=True)
 
 
+def _alongside(background: Callable[[], object], *steps: Callable[[], object]) -> None:
+    """`background` in a thread while `steps` run one after another: on a fresh machine the Go
+    builds are CPU-bound for half an hour and the images mostly wait on the network and disk.
+    The thread is a daemon: when a step fails, lab.py exits without waiting for the build."""
+    failure: list[BaseException] = []
+
+    def run_background() -> None:
+        try:
+            background()
+        except BaseException as exc:  # re-raised in the main thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run_background, name="lab-build", daemon=True)
+    thread.start()
+    for step in steps:
+        step()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lab.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -59,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "harbor-up",
         "harbor-down",
         "images",
+        "base-images",
         "cluster-up",
         "cluster-down",
         "argocd-up",
@@ -79,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "harbor-up": [("harbor-up", lambda: harbor.up(paths))],
         "harbor-down": [("harbor-down", lambda: harbor.down(paths))],
         "images": [("images", lambda: images.build_all(paths))],
+        "base-images": [("base-images", lambda: images.build_base(paths))],
         "cluster-up": [("cluster-up", lambda: cluster.up(paths))],
         "cluster-down": [
             ("argocd-down", lambda: argocd.down(paths)),  # it needs the cluster
@@ -88,9 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         "argocd-down": [("argocd-down", lambda: argocd.down(paths))],
         "up": [
             ("services-up", lambda: services.up(paths)),
-            ("build", lambda: (build.build_all(paths), addons.build_all(paths))),
-            ("harbor-up", lambda: harbor.up(paths)),
-            ("images", lambda: images.build_all(paths)),
+            (
+                "build+images",
+                lambda: _alongside(
+                    lambda: (build.build_all(paths), addons.build_all(paths)),
+                    lambda: harbor.up(paths),
+                    lambda: images.build_base(paths),
+                ),
+            ),
+            ("node-images", lambda: images.build_node(paths)),
             ("cluster-up", lambda: cluster.up(paths)),
             ("argocd-up", lambda: argocd.up(paths)),
         ],

@@ -201,6 +201,13 @@ def _pause_binary(paths: Paths, workdir: Path) -> Path:
 
 
 def build_all(paths: Paths) -> dict[str, NodeImage]:
+    build_base(paths)
+    return build_node(paths)
+
+
+def build_base(paths: Paths) -> None:
+    """The images that need no Go build: Debian, PostgreSQL, Python, busybox (pushed). What
+    the tests that need no cluster use, so CI makes them while Kubernetes still compiles."""
     if run(
         ["docker", "version"], env=docker_env(paths), check=False, capture=True, quiet=True
     ).returncode:
@@ -214,6 +221,16 @@ def build_all(paths: Paths) -> dict[str, NodeImage]:
         docker(paths, "push", ref, capture=True)
         info(f"{ref}: pushed")
 
+    busybox = Path("/bin/busybox")
+    ctx, key, tmp = _context("busybox", {"busybox": busybox})
+    with tmp:
+        _build_cached(paths, BUSYBOX_IMAGE, ctx, key)
+    docker(paths, "push", BUSYBOX_IMAGE, capture=True)
+
+
+def build_node(paths: Paths) -> dict[str, NodeImage]:
+    """The images the node's containerd imports: pause (from the kubernetes module), busybox
+    and CoreDNS (its binary from `build`)."""
     node_images: dict[str, NodeImage] = {}
     with tempfile.TemporaryDirectory(prefix="lab-pause-") as work:
         pause = _pause_binary(paths, Path(work))
@@ -224,10 +241,6 @@ def build_all(paths: Paths) -> dict[str, NodeImage]:
             )
 
     busybox = Path("/bin/busybox")
-    ctx, key, tmp = _context("busybox", {"busybox": busybox})
-    with tmp:
-        _build_cached(paths, BUSYBOX_IMAGE, ctx, key)
-    docker(paths, "push", BUSYBOX_IMAGE, capture=True)
     docker(paths, "tag", BUSYBOX_IMAGE, LOCAL_BUSYBOX_IMAGE, quiet=True)
     ctx, key, tmp = _context("busybox", {"busybox": busybox})
     with tmp:
