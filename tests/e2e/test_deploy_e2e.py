@@ -119,9 +119,9 @@ def forget_namespace(core_v1: Any, namespace: str) -> None:
         ref = pv.spec.claim_ref
         return ref is not None and ref.namespace == namespace
 
-    def gone_already(call: Any, *args: Any, **kwargs: Any) -> None:  # raced: fine
+    def gone_already(call: Any, *args: Any) -> None:  # the PV controller races us: fine
         try:
-            call(*args, **kwargs)
+            call(*args)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -138,11 +138,6 @@ def forget_namespace(core_v1: Any, namespace: str) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
-    # A terminating namespace takes no new pods; its pods (without their grace period: the
-    # data is thrown away anyway) and claims go now. Left to the namespace's deletion, the
-    # volumes were released only ~28 s later: every test that deployed waited that long.
-    gone_already(core_v1.delete_collection_namespaced_pod, namespace, grace_period_seconds=0)
-    gone_already(core_v1.delete_collection_namespaced_persistent_volume_claim, namespace)
     # Released before the policy went back to Delete: no deleter will come for those.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
