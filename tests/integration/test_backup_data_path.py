@@ -188,6 +188,13 @@ def test_pg_dump_writes_its_stream_in_large_pieces(postgres_server, env, db):
         assert mean > 64 * 1024, f"{fmt}: pg_dump's writes were {mean:.0f} bytes on average"
 
 
+def _output(argv: list[str], env: dict[str, str]) -> bytes:
+    import os
+    import subprocess
+
+    return subprocess.run(argv, env={**os.environ, **env}, capture_output=True, check=True).stdout
+
+
 def test_without_stdbuf_in_the_image_the_dump_is_the_same(tmp_path, postgres_server, env, db):
     """An image without stdbuf (busybox, distroless) gets plain pg_dump: same bytes."""
     from ops.backups.commands import dump_command
@@ -197,19 +204,11 @@ def test_without_stdbuf_in_the_image_the_dump_is_the_same(tmp_path, postgres_ser
     for tool in ("sh", "pg_dump"):
         (bare / tool).symlink_to(Path(shutil.which(tool) or tool).resolve())
     argv = dump_command(db, "plain", 0)
-    with_stdbuf = b"".join(_chunks(argv, env))
-    without = b"".join(_chunks(argv, env, path=str(bare)))
+    with_stdbuf = _output(argv, env)
+    without = _output(argv, {**env, "PATH": str(bare)})
     strip = re.compile(rb"^\\(un)?restrict \S+$", re.M)
     assert strip.sub(b"", with_stdbuf) == strip.sub(b"", without)
     assert b"COPY public.student" in without
-
-
-def _chunks(argv: list[str], env: dict[str, str], path: str | None = None) -> list[bytes]:
-    import os
-    import subprocess
-
-    run_env = {**os.environ, **env, **({"PATH": path} if path else {})}
-    return [subprocess.run(argv, env=run_env, capture_output=True, check=True).stdout]
 
 
 # --- verify catches what is wrong -----------------------------------------------------------
