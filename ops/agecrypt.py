@@ -6,10 +6,12 @@ the ``age``/``rage`` command-line tools: ``age -d -i key.txt FILE > dump``. The 
 wheels for Linux, macOS and Windows, no hand-written cryptography here.
 
 pyrage streams only as a pump, ``encrypt_io(reader, writer)``/``decrypt_io(reader, writer)``,
-which pulls 8 KiB reads and pushes 64 KiB age chunks. Our streams go the other way round
-(the exec layer *pushes* a dump into a writer; a restore *pulls* its stdin from a reader),
-so each direction runs the pump on a thread joined to us by a bounded queue of chunks:
-memory stays at a few chunks, and a failure on either side surfaces on ours (a
+which pulls 8 KiB reads and pushes 64 KiB age chunks, holding the GIL while it works. Our
+streams go the other way round (the exec layer *pushes* a dump into a writer; a restore
+*pulls* its stdin from a reader). Encryption runs the pump in a child process
+(``ops.agepump``) between two pipes, so that it has a core of its own beside the exec
+stream's reader; decryption runs it on a thread joined to us by a bounded queue of chunks.
+Either way memory stays at a few chunks, and a failure on either side surfaces on ours (a
 decryption error is raised by ``read``, never seen as an early end of the stream).
 
 Keys: recipients are public (``age1...`` or an ``ssh-ed25519``/``ssh-rsa`` public key),
@@ -19,11 +21,13 @@ identities are private key files in age-keygen's format (or an OpenSSH private k
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +35,11 @@ from typing import IO, Any, Protocol
 
 from ops import textfiles
 from ops.errors import BackupKeyError, ConfigError, CorruptBackup
+
+try:
+    import fcntl
+except ImportError:  # Windows: its pipes keep their default size
+    fcntl = None  # type: ignore[assignment]
 
 MAGIC = b"age-encryption.org/v1\n"
 _GATHER = 256 * 1024  # bytes per hand-off between the threads
@@ -50,6 +59,15 @@ class KeyPair:
 
     identity: str
     recipient: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A private key as pyrage's object, and the text it was read from (to hand to the
+    decrypting child process; secret: never shown, hence no repr)."""
+
+    key: Any
+    text: str = field(repr=False)
 
 
 def generate() -> KeyPair:
@@ -89,7 +107,7 @@ def check_recipients(recipients: Iterable[str], *, source: str = "recipients") -
     return seen
 
 
-def read_identities(path: Path) -> list[Any]:
+def read_identities(path: Path) -> list[Identity]:
     """The identities in an age identity file (or an OpenSSH private key file)."""
     import pyrage
 
@@ -106,16 +124,16 @@ def read_identities(path: Path) -> list[Any]:
     text = textfiles.decode(data, name=str(path))  # Notepad's BOM, UTF-16, CRLF: all read
     if text.lstrip().startswith("-----BEGIN"):
         try:
-            return [pyrage.ssh.Identity.from_buffer(text.encode())]
+            return [Identity(pyrage.ssh.Identity.from_buffer(text.encode()), text)]
         except pyrage.IdentityError as exc:
             raise BackupKeyError(f"{path} is not a usable SSH private key: {exc}") from None
-    identities = []
+    identities: list[Identity] = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         try:
-            identities.append(pyrage.x25519.Identity.from_str(line))
+            identities.append(Identity(pyrage.x25519.Identity.from_str(line), line))
         except pyrage.IdentityError:
             # The line is secret: say where it is, never what it is.
             raise BackupKeyError(
@@ -127,9 +145,13 @@ def read_identities(path: Path) -> list[Any]:
     return identities
 
 
-def public_keys(identities: Sequence[Any]) -> list[str]:
+def public_keys(identities: Sequence[Identity]) -> list[str]:
     """The recipients of x25519 identities (SSH identities cannot say theirs)."""
-    return [str(i.to_public()) for i in identities if hasattr(i, "to_public")]
+    return [str(i.key.to_public()) for i in identities if hasattr(i.key, "to_public")]
+
+
+def _keys(identities: Sequence[Identity]) -> list[Any]:
+    return [i.key for i in identities]
 
 
 def write_identity_file(path: Path, pair: KeyPair, *, now: datetime | None = None) -> None:
@@ -156,62 +178,8 @@ def file_is_encrypted(path: Path) -> bool:
 # --- streams ---------------------------------------------------------------------------
 
 
-class _Stopped(Exception):
-    """The other side of a hand-off went away (an error, or an abort)."""
-
-
-class _Handoff:
-    """A bounded queue of byte chunks between our thread and pyrage's pump thread.
-
-    It hands over whole chunks (256 KiB from the exec layer, 64 KiB from age), so the two
-    threads meet once per chunk, not once per 8 KiB read of pyrage's pump as through an OS
-    pipe (``bench/backup_bench.py`` measures both). ``put`` and ``get`` give up
-    when the other side has stopped, so neither side can hang on a dead one.
-    """
-
-    def __init__(self, depth: int = _DEPTH) -> None:
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self.stopped = threading.Event()
-        self._current = memoryview(b"")
-        self._ended = False
-
-    def put(self, item: bytes | None) -> None:
-        while not self.stopped.is_set():
-            try:
-                self._q.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-        raise _Stopped
-
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes of the current chunk; b"" once the end was put."""
-        while not self._current:
-            if self._ended:
-                return b""
-            try:
-                item = self._q.get(timeout=0.2)
-            except queue.Empty:
-                if self.stopped.is_set():
-                    raise _Stopped from None
-                continue
-            if item is None:
-                self._ended = True
-            else:
-                self._current = memoryview(item)
-        n = len(self._current) if size is None or size < 0 else size
-        out = self._current[:n].tobytes()
-        self._current = self._current[n:]
-        return out
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
-
-
 class _GuardedSink:
-    """The pump's writer: remembers an exception from ``sink`` (pyrage's final flush
+    """pyrage's writer: remembers an exception from ``sink`` (pyrage's final flush
     happens in a destructor that drops errors, so we must not rely on it to report one)."""
 
     def __init__(self, sink: _Sink) -> None:
@@ -230,52 +198,97 @@ class _GuardedSink:
         pass
 
 
+class _Pump:
+    """``python -m ops.agepump`` with its stdin and stdout as pipes of ours.
+
+    The child imports ``ops.agepump`` from where this ``ops`` package is, whatever the
+    caller's working directory or sys.path (invoke adds the tasks' folder to ours).
+    """
+
+    def __init__(self, args: Sequence[str]) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "ops.agepump", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=_GATHER,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.stdin: IO[bytes] = self.child.stdin
+        self.stdout: IO[bytes] = self.child.stdout
+        for pipe in (self.stdin, self.stdout):
+            _widen(pipe.fileno())
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.child.kill()
+
+    def end(self) -> tuple[int, str]:
+        """Wait for the child; its exit status and the last line it wrote on stderr."""
+        status = self.child.wait()
+        assert self.child.stderr is not None
+        said = self.child.stderr.read().decode(errors="replace").strip().splitlines()
+        for pipe in (self.child.stdin, self.child.stdout, self.child.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        return status, said[-1] if said else f"exit status {status}"
+
+
+def _widen(fd: int) -> None:
+    """A 1 MiB pipe where Linux allows it (64 KiB by default: 16x the hand-overs)."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    if setpipe is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setpipe, 1024 * 1024)
+
+
 class EncryptingWriter:
     """Plaintext written here goes out as age ciphertext into ``sink``; ``close()`` writes
     the last chunk. Nothing but ciphertext ever reaches ``sink``.
 
+    The encryption runs in a child process (``ops.agepump``): plaintext goes to it through
+    a pipe, a thread of ours copies its ciphertext into ``sink``. Both copies release the
+    GIL, so the caller's thread (the exec stream's reader) keeps running while a chunk is
+    encrypted; with pyrage in a thread of ours, every chunk stopped it.
+
     Use as a context manager: leaving it normally closes (and raises any error of the
-    encryption); leaving it by an exception only stops the thread.
+    encryption or of ``sink``); leaving it by an exception stops the child.
     """
 
     def __init__(self, sink: _Sink, recipients: Sequence[str]) -> None:
-        import pyrage
-
         if not recipients:
             raise ConfigError("no recipients to encrypt to", hint="Run `inv backup.keygen`.")
-        parsed = [parse_recipient(r) for r in recipients]
-        self._sink = _GuardedSink(sink)
-        self._handoff = _Handoff()
-        self._buffer = bytearray()
+        keys = [r.strip() for r in recipients]
+        for key in keys:
+            parse_recipient(key)  # a clear error here, not a child's exit status
+        self._sink = sink
         self._error: BaseException | None = None
         self._closed = False
-
-        def pump() -> None:
-            try:
-                pyrage.encrypt_io(self._handoff, self._sink, parsed)
-            except BaseException as exc:
-                self._error = exc
-            finally:
-                self._handoff.stopped.set()
-
-        self._thread = threading.Thread(target=pump, name="age-encrypt", daemon=True)
+        self._pump = _Pump(["encrypt", *keys])
+        self._thread = threading.Thread(target=self._copy_out, name="age-out", daemon=True)
         self._thread.start()
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        # Gathered into 256 KiB hand-offs (a pipe's reads come in 64 KiB or less), and a
-        # copy anyway: the caller may reuse its buffer as soon as we return.
-        self._buffer += data
-        if len(self._buffer) >= _GATHER:
-            self._put(bytes(self._buffer))
-            self._buffer.clear()
-        return len(data)
-
-    def _put(self, item: bytes | None) -> None:
+    def _copy_out(self) -> None:
+        fd = self._pump.stdout.fileno()
         try:
-            self._handoff.put(item)
-        except _Stopped:
-            self._finish()  # the pump stopped: raise its reason
+            while chunk := os.read(fd, _GATHER):
+                self._sink.write(chunk)
+        except BaseException as exc:
+            self._error = exc
+            self._pump.kill()  # the next write to it fails, and raises this error
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            self._pump.stdin.write(data)
+        except OSError:  # the child is gone: why is in _error or its status
+            self._closed = True
+            self._finish()
             raise BackupKeyError("age encryption stopped early") from None
+        return len(data)
 
     def flush(self) -> None:
         pass
@@ -283,25 +296,28 @@ class EncryptingWriter:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            with contextlib.suppress(_Stopped):
-                if self._buffer:
-                    self._handoff.put(bytes(self._buffer))
-                self._handoff.put(None)
+            with contextlib.suppress(OSError):
+                self._pump.stdin.close()
             self._finish()
 
     def abort(self) -> None:
         if not self._closed:
             self._closed = True
-            self._handoff.stopped.set()
+            self._pump.kill()
+            with contextlib.suppress(OSError):
+                self._pump.stdin.close()
             self._thread.join()
+            self._pump.end()
 
     def _finish(self) -> None:
         self._thread.join()
-        error = self._sink.error or self._error
-        if error is not None:
-            if isinstance(error, OSError | KeyboardInterrupt):
-                raise error
-            raise BackupKeyError(f"age encryption failed: {error}") from error
+        status, said = self._pump.end()
+        if self._error is not None:
+            if isinstance(self._error, OSError | KeyboardInterrupt):
+                raise self._error
+            raise BackupKeyError(f"age encryption failed: {self._error}") from self._error
+        if status != 0:
+            raise BackupKeyError(f"age encryption failed: {said}")
 
     def __enter__(self) -> EncryptingWriter:
         return self
@@ -318,86 +334,71 @@ class EncryptingWriter:
             self.abort()
 
 
-class _HandoffWriter:
-    """Gathers age's 64 KiB plaintext chunks into 256 KiB hand-offs (4x fewer meetings of
-    the two threads, each of which costs a GIL hand-over)."""
-
-    def __init__(self, handoff: _Handoff, size: int = _GATHER) -> None:
-        self.handoff = handoff
-        self.size = size
-        self.buffer = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self.buffer += data
-        if len(self.buffer) >= self.size:
-            self.handoff.put(bytes(self.buffer))
-            self.buffer.clear()
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def finish(self) -> None:
-        if self.buffer:
-            self.handoff.put(bytes(self.buffer))
-        self.handoff.put(None)
-
-
 class DecryptingReader:
     """Plaintext read from the age ciphertext in ``source``; ``read`` raises (never ends
     early) if the ciphertext is altered, cut short, or not for ``identities``.
 
-    Plaintext before a bad chunk may already have been read: to be sure a file is whole
-    before acting on it, run ``check_stream`` first.
+    The decryption runs in a child process (``ops.agepump``, as for EncryptingWriter): a
+    thread of ours copies ``source`` into it (the identities first, through the pipe), and
+    ``read`` takes its plaintext. Plaintext before a bad chunk may already have been read:
+    to be sure a file is whole before acting on it, run ``check_stream`` first.
     """
 
-    def __init__(self, source: IO[bytes], identities: Sequence[Any], *, name: str) -> None:
-        import pyrage
-
+    def __init__(self, source: IO[bytes], identities: Sequence[Identity], *, name: str) -> None:
         self.name = name
-        self._handoff = _Handoff()
+        self._source = source
+        self._keys = json.dumps([i.text for i in identities]).encode()
         self._error: BaseException | None = None
-        handoff = self._handoff
-
-        def pump() -> None:
-            try:
-                writer = _HandoffWriter(handoff)
-                pyrage.decrypt_io(source, writer, list(identities))
-                writer.finish()
-            except BaseException as exc:
-                self._error = exc
-            finally:
-                handoff.stopped.set()
-
-        self._thread = threading.Thread(target=pump, name="age-decrypt", daemon=True)
+        self._done = False
+        self._pump = _Pump(["decrypt"])
+        self._thread = threading.Thread(target=self._copy_in, name="age-in", daemon=True)
         self._thread.start()
 
-    def read(self, size: int = -1) -> bytes:
+    def _copy_in(self) -> None:
         try:
-            data = self._handoff.read(size)
-        except _Stopped:
-            data = b""
+            with self._pump.stdin as pipe:
+                pipe.write(b"%d\n" % len(self._keys) + self._keys)
+                while chunk := self._source.read(_GATHER):
+                    pipe.write(chunk)
+        except BrokenPipeError:
+            pass  # the child stopped reading: its status says why (or we closed it)
+        except BaseException as exc:
+            self._error = exc
+            self._pump.kill()
+
+    def read(self, size: int = -1) -> bytes:
+        if self._done:
+            return b""
+        data = self._pump.stdout.read(size)
         if not data:
             self._raise_if_failed()
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        try:
-            n = self._handoff.readinto(buffer)
-        except _Stopped:
-            n = 0
-        if n == 0:
+        if self._done:
+            return 0
+        n = self._pump.stdout.readinto(buffer)  # type: ignore[attr-defined]
+        if not n:
             self._raise_if_failed()
-        return n
+        return int(n)
 
     def _raise_if_failed(self) -> None:
+        if self._done:
+            return
+        self._done = True
         self._thread.join()
+        status, said = self._pump.end()
         if self._error is not None:
-            raise decrypt_error(self._error, self.name) from self._error
+            raise self._error
+        if status != 0:
+            raise decrypt_error(RuntimeError(said), self.name)
 
     def close(self) -> None:
-        self._handoff.stopped.set()  # the pump's next write stops it
-        self._thread.join()
+        if not self._done:
+            self._done = True
+            self._pump.kill()
+            self._thread.join()
+            self._pump.end()
 
     def __enter__(self) -> DecryptingReader:
         return self
@@ -462,7 +463,7 @@ class _Inspect:
 
 def check_stream(
     source: IO[bytes],
-    identities: Sequence[Any],
+    identities: Sequence[Identity],
     *,
     name: str,
     recipients: Sequence[str] = (),
@@ -476,7 +477,7 @@ def check_stream(
 
     sink = _Inspect(head, tail)
     try:
-        pyrage.decrypt_io(source, _GuardedSink(sink), list(identities))
+        pyrage.decrypt_io(source, _GuardedSink(sink), _keys(identities))
     except (pyrage.DecryptError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # a real read error of the file, not age's
@@ -484,7 +485,9 @@ def check_stream(
     return Checked(plain_size=sink.size, head=bytes(sink.head), tail=bytes(sink.tail))
 
 
-def check_file(path: Path, identities: Sequence[Any], *, recipients: Sequence[str] = ()) -> Checked:
+def check_file(
+    path: Path, identities: Sequence[Identity], *, recipients: Sequence[str] = ()
+) -> Checked:
     with path.open("rb") as f:
         return check_stream(f, identities, name=str(path), recipients=recipients)
 
@@ -495,7 +498,7 @@ class _Enough(Exception):
 
 def open_head(
     path: Path,
-    identities: Sequence[Any],
+    identities: Sequence[Identity],
     *,
     recipients: Sequence[str] = (),
     head: int = 64 * 1024,
@@ -518,7 +521,7 @@ def open_head(
 
     with path.open("rb") as f:
         try:
-            pyrage.decrypt_io(f, _GuardedSink(Stop()), list(identities))
+            pyrage.decrypt_io(f, _GuardedSink(Stop()), _keys(identities))
         except _Enough:
             pass
         except (pyrage.DecryptError, OSError) as exc:

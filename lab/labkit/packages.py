@@ -33,6 +33,7 @@ PACKAGES = (
     "ca-certificates",
     # tests: the age CLI must open the suite's encrypted backups (and the daemon image has it)
     "age",
+    "openssh-client",  # ssh-keygen: an OpenSSH key as the backups' identity
     # app/tests/test_app_swagger_browser.py: Swagger UI rendered in headless Chromium, offline
     "chromium",
     # ArgoCD (labkit/argocd.py): its cache, and the repo-server's git

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 from ops import agecrypt
 from ops.backups.commands import full_read_command
@@ -271,7 +271,7 @@ def verify_backup(
     full_reader: FullReader,
     progress: ProgressFactory = no_progress,
     require_sidecar: bool = True,
-    identities: Sequence[Any] | None = None,
+    identities: Sequence[agecrypt.Identity] | None = None,
     decrypt_all: bool = True,
     stream_digest: bool = False,
 ) -> Verification:
@@ -383,7 +383,7 @@ def _full_read(
     size: int,
     progress: ProgressFactory,
     *,
-    identities: Sequence[Any] | None = None,
+    identities: Sequence[agecrypt.Identity] | None = None,
 ) -> str:
     """pg_restore reads a custom dump of ``size`` bytes to its end (decrypted on the way
     with ``identities``), or CorruptBackup says why it did not."""
@@ -429,7 +429,7 @@ def _verify_encrypted(
     stat: tuple[int, int],
     *,
     full_reader: FullReader,
-    identities: Sequence[Any] | None,
+    identities: Sequence[agecrypt.Identity] | None,
     progress: ProgressFactory,
     decrypt_all: bool = True,
     digest_pending: bool = False,

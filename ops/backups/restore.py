@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, cast
 
 from ops import agecrypt
 from ops.backups.commands import (
@@ -72,7 +72,7 @@ def drill(
     source: Source,
     *,
     progress: ProgressFactory = no_progress,
-    identities: Sequence[Any] | None = None,
+    identities: Sequence[agecrypt.Identity] | None = None,
 ) -> DrillReport:
     """Restore into a scratch database next to the live one, count rows in both, drop it.
 
@@ -170,7 +170,7 @@ def _restore_stream(
     fmt: DumpFormat,
     progress: ProgressFactory,
     decrypt: Verification | None = None,
-    identities: Sequence[Any] = (),
+    identities: Sequence[agecrypt.Identity] = (),
     sha256: str | None = None,
 ) -> CompletedExec:
     """``decrypt``: the check of an encrypted file that decrypted it (its plaintext size);
@@ -309,7 +309,7 @@ def restore_backup(
     require_sidecar: bool = True,
     progress: ProgressFactory = no_progress,
     verified: Verification | None = None,
-    identities: Sequence[Any] | None = None,
+    identities: Sequence[agecrypt.Identity] | None = None,
     recipients: Sequence[str] = (),
 ) -> RestoreReport:
     """Verify ``path``, take a safety backup, then restore it in one transaction.

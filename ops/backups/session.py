@@ -6,9 +6,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from ops import backupkeys
+from ops import agecrypt, backupkeys
 from ops.backups.daemon import DAEMON_DIR, fetch_from_daemon, list_daemon
 from ops.backups.dump import Source
 from ops.backups.files import (
@@ -68,7 +68,8 @@ class RestoreSession:
     safety_backup: bool
     require_sidecar: bool
     verification: Verification | None = None
-    identities: tuple[Any, ...] | None = None  # for an encrypted backup (never printed)
+    # for an encrypted backup (never printed)
+    identities: tuple[agecrypt.Identity, ...] | None = None
 
 
 NO_CHECKSUM = (
@@ -191,7 +192,7 @@ def _verify_for_restore(
     progress: ProgressFactory,
     *,
     pod: Callable[[], Source],
-    identities: Sequence[Any] | None = None,
+    identities: Sequence[agecrypt.Identity] | None = None,
 ) -> Verification:
     # With a sidecar, its sha256 proves the file is what pg_dump wrote after exiting 0 (checked
     # as the file streams: the restore commits only if it matches, see _restore_stream);

@@ -182,7 +182,7 @@ def test_the_daemon_image_writes_a_dump_only_our_identity_opens(
     assert agecrypt.is_encrypted(data) and MARKER.encode() not in data
     identity = tmp_path / "identity.txt"
     agecrypt.write_identity_file(identity, pair)
-    plain = pyrage.decrypt(data, agecrypt.read_identities(identity))
+    plain = pyrage.decrypt(data, [i.key for i in agecrypt.read_identities(identity)])
     assert MARKER.encode() in plain and b"PostgreSQL database dump complete" in plain
     version = container.exec_run(["age", "--version"])
     assert version.exit_code == 0 and version.output.strip()
