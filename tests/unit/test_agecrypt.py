@@ -18,6 +18,17 @@ from ops.errors import BackupKeyError, ConfigError, CorruptBackup
 from tests.support.services import require
 
 MARKER = b"MARKER-ROW-Erika-Mustermann-1987"
+FIND_AGE_CLI = agecrypt.age_cli  # before the fixture below replaces it
+
+
+@pytest.fixture(autouse=True, params=["age CLI", "pyrage"])
+def encryptor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: encrypting with the age CLI (where installed) and with pyrage."""
+    if request.param == "age CLI":
+        require(agecrypt.age_cli() is not None, "the age CLI is not installed (Debian: age)")
+    else:
+        monkeypatch.setattr(agecrypt, "age_cli", lambda: None)
+    return str(request.param)
 
 
 def encrypt(data: bytes, recipients: list[str], write_size: int = 256 * 1024) -> bytes:
@@ -342,6 +353,18 @@ def test_an_openssh_identity_decrypts_through_the_child(tmp_path):
     recipient = key.with_name(key.name + ".pub").read_text().strip()
     data = MARKER + os.urandom(300_000)
     assert decrypt(encrypt(data, [recipient]), agecrypt.read_identities(key)) == data
+
+
+def test_another_program_called_age_is_not_taken_for_the_age_cli(tmp_path, monkeypatch):
+    other = tmp_path / "age"
+    other.write_text("#!/bin/sh\necho 'age: a calculator of ages, 3.0'\n")
+    other.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    FIND_AGE_CLI.cache_clear()
+    try:
+        assert FIND_AGE_CLI() is None
+    finally:
+        FIND_AGE_CLI.cache_clear()
 
 
 class Null:
