@@ -222,7 +222,7 @@ def age_cli() -> str | None:
 def encrypt_command(recipients: Sequence[str]) -> list[str]:
     """The child that encrypts to ``recipients``: the age CLI if there is one, else pyrage
     in ``python -m ops.agepump``. The same format either way; the CLI costs a fifth of
-    pyrage's CPU here (``bench/backup_bench.py --crypto-only``: about 2000 against 400 MB
+    pyrage's CPU here (``bench/backup_bench.py``'s raw rates: about 2000 against 400 MB
     per CPU second), which is what an encrypted backup.now on a busy 2-core machine
     loses to a plain one."""
     cli = age_cli()
@@ -242,7 +242,7 @@ class _Pump:
     caller's working directory or sys.path (invoke adds the tasks' folder to ours).
     """
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], *, pass_fds: Sequence[int] = ()) -> None:
         root = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
         self.child = subprocess.Popen(
@@ -252,6 +252,7 @@ class _Pump:
             stderr=subprocess.PIPE,
             bufsize=_GATHER,
             env={**os.environ, "PYTHONPATH": path},
+            pass_fds=pass_fds,
         )
         assert self.child.stdin is not None and self.child.stdout is not None
         self.stdin: IO[bytes] = self.child.stdin
@@ -272,7 +273,9 @@ class _Pump:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
-        return status, said[-1] if said else f"exit status {status}"
+        # The age CLI ends with a line asking for bug reports: its error is the line before.
+        errors = [line.removeprefix("age: error: ") for line in said if "error:" in line]
+        return status, (errors or said or [f"exit status {status}"])[-1]
 
 
 def _widen(fd: int) -> None:
@@ -376,26 +379,42 @@ class DecryptingReader:
     """Plaintext read from the age ciphertext in ``source``; ``read`` raises (never ends
     early) if the ciphertext is altered, cut short, or not for ``identities``.
 
-    The decryption runs in a child process (``ops.agepump``, as for EncryptingWriter): a
-    thread of ours copies ``source`` into it (the identities first, through the pipe), and
-    ``read`` takes its plaintext. Plaintext before a bad chunk may already have been read:
-    to be sure a file is whole before acting on it, run ``check_stream`` first.
+    The decryption runs in a child process, as for EncryptingWriter: the age CLI where one
+    is installed and the identities can reach it through a pipe of their own (POSIX:
+    ``-i /dev/fd/N``), else pyrage in ``ops.agepump``, which reads them first on its stdin.
+    Never through argv, the environment or a file. A thread of ours copies ``source`` into
+    the child, and ``read`` takes its plaintext. Plaintext before a bad chunk may already
+    have been read: to be sure a file is whole before acting on it, run ``check_stream``
+    first.
     """
 
     def __init__(self, source: IO[bytes], identities: Sequence[Identity], *, name: str) -> None:
         self.name = name
         self._source = source
-        self._keys = json.dumps([i.text for i in identities]).encode()
         self._error: BaseException | None = None
         self._done = False
-        self._pump = _Pump(_agepump("decrypt"))
+        cli = age_cli()
+        if cli is not None and os.name == "posix":
+            keys, keys_in = os.pipe()
+            try:
+                self._pump = _Pump([cli, "-d", "-i", f"/dev/fd/{keys}"], pass_fds=(keys,))
+            finally:
+                os.close(keys)
+            # An identity file is a few hundred bytes: less than a pipe holds, never blocks.
+            with os.fdopen(keys_in, "wb") as f:
+                f.write("\n".join(i.text for i in identities).encode())
+            self._prefix = b""
+        else:
+            self._pump = _Pump(_agepump("decrypt"))
+            texts = json.dumps([i.text for i in identities]).encode()
+            self._prefix = b"%d\n" % len(texts) + texts
         self._thread = threading.Thread(target=self._copy_in, name="age-in", daemon=True)
         self._thread.start()
 
     def _copy_in(self) -> None:
         try:
             with self._pump.stdin as pipe:
-                pipe.write(b"%d\n" % len(self._keys) + self._keys)
+                pipe.write(self._prefix)
                 while chunk := self._source.read(_GATHER):
                     pipe.write(chunk)
         except BrokenPipeError:
@@ -448,14 +467,15 @@ class DecryptingReader:
 def decrypt_error(
     error: BaseException, name: str, *, recipients: Sequence[str] = (), mine: Sequence[str] = ()
 ) -> BackupKeyError | CorruptBackup:
-    """pyrage's exception as ours: a key that does not fit, or an altered/cut file.
+    """pyrage's exception (or the age CLI's error line) as ours: a key that does not fit,
+    or an altered/cut file.
 
     age cannot tell "not one of the recipients" from "the key stanzas were altered"; the
     sidecar's list of recipients can (``recipients``: from the sidecar, ``mine``: the
     public keys of the identities we hold).
     """
     text = str(error)
-    if "No matching keys" in text:
+    if "No matching keys" in text or "no identity matched" in text:
         if recipients and mine and set(recipients) & set(mine):
             return CorruptBackup(
                 f"{name}: its age header does not open with your identity although the "
@@ -467,7 +487,7 @@ def decrypt_error(
             hint="Use the identity file of one of those keys "
             "(MANIFEST_BACKUP_IDENTITY_FILE or secrets/backup_identity.txt).",
         )
-    if "Header is invalid" in text or "Unknown age format" in text:
+    if any(m in text for m in ("Header is invalid", "Unknown age format", "failed to read header")):
         return CorruptBackup(f"{name}: not a readable age file ({text})")
     return CorruptBackup(
         f"{name}: the ciphertext fails age's authentication ({text}): it was altered or cut short"

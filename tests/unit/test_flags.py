@@ -24,6 +24,8 @@ FOREIGN_FLAGS = {
     "--format", "--compress", "--no-password",
     # BuildKit syntax our Dockerfiles avoid; Invoke's own core flags
     "--mount", "--list", "--debug", "--help",
+    # asking the age CLI which it is
+    "--version",
 }  # fmt: skip
 
 
