@@ -16,9 +16,13 @@ round and each side pushes to a repository of its own (``bench/pipeline-<pid>-<r
 version tags are never moved by ours, so two rounds in one minute would otherwise differ in
 work; the engine mounts the base layers from the repositories it pushed them to before, both
 sides alike. Rounds interleave and alternate which side goes first, so a busy machine slows
-both alike; figures are medians. Needs the lab (``. /tmp/manifest-lab/env``):
+both alike; figures are medians. ``ops/`` and ``tasks.py`` are byte-compiled first
+(``compileall``), as an installed copy is: where ``PYTHONDONTWRITEBYTECODE`` is set (as in
+some sandboxes), every ``inv`` would otherwise compile them from source (~25 ms a process);
+``--source`` measures that case. Needs the lab (``. /tmp/manifest-lab/env``):
 
     flock -s /tmp/lab.lock .venv/bin/python bench/pipeline_bench.py [--rounds 5] [--one-process]
+        [--source]
 """
 
 from __future__ import annotations
@@ -221,8 +225,17 @@ def main() -> int:
         action="store_true",
         help="ours as `inv pipeline --no-rollout` (build and push in one process)",
     )
+    parser.add_argument(
+        "--source",
+        action="store_true",
+        help="do not byte-compile ops/ and tasks.py first (their __pycache__ as it is)",
+    )
     args = parser.parse_args()
     lab = lab_from_env(args.docker)
+    if not args.source:
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "ops", "tasks.py"], cwd=ROOT, check=True
+        )
     run_id = f"{os.getpid()}-{time.time_ns()}"
     prefix = f"bench/pipeline-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
@@ -267,7 +280,11 @@ def main() -> int:
             load_after = os.getloadavg()
         finally:
             cleanup(lab, prefix, env)
-    print(f"\n{args.rounds} rounds, medians (load average {load[0]:.2f} → {load_after[0]:.2f}):")
+    compiled = "from source" if args.source else "byte-compiled"
+    print(
+        f"\n{args.rounds} rounds, medians (load average {load[0]:.2f} → {load_after[0]:.2f}; "
+        f"ops/ {compiled}):"
+    )
     figures = {}
     labels = {
         "ours": "inv pipeline --no-rollout" if args.one_process else "inv image.build + image.push",
