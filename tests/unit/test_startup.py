@@ -42,3 +42,24 @@ def test_listing_tasks_imports_no_heavy_package(code: str) -> None:
     assert "ops.tasks.pipeline" in modules  # the task modules were really loaded
     assert [m for m in HEAVY if m in modules] == []
     assert [m for m in OWN_HEAVY if m in modules] == []
+
+
+def test_after_a_task_the_exit_collects_nothing() -> None:
+    """The shutdown's garbage collection over every imported module is skipped once a task
+    ran (gc.freeze at exit), and what the task printed still arrives."""
+    probe = (
+        "import atexit, gc\n"
+        # registered first, so it runs last: after the task's exit handler
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
+        "from invoke.context import Context\n"
+        "from ops.tasks.common import ops_task\n"
+        "@ops_task\n"
+        "def hello(c):\n"
+        "    print('hello', end='')\n"
+        "print('frozen before:', gc.get_freeze_count() > 0)\n"
+        "hello(Context())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "frozen before: False\nhellofrozen at exit: True\n"
