@@ -278,23 +278,30 @@ def engine() -> Iterator[DockerClient]:
 
     The one error boundary of the docker SDK and requests: whatever they raise inside the
     ``with`` block and was not turned into a more precise error (BuildError, PushError)
-    becomes EngineUnavailable here. Connecting, the API version check and the ping may
-    take ENGINE_CONNECT_TIMEOUT (an engine that accepts and never answers is one line in
-    seconds); the work itself (a long RUN step, a push) gets ENGINE_TIMEOUT.
+    becomes EngineUnavailable here. Connecting and the ping may take ENGINE_CONNECT_TIMEOUT
+    (an engine that accepts and never answers is one line in seconds); the work itself (a
+    long RUN step, a push) gets ENGINE_TIMEOUT.
+
+    The API version is negotiated as the Docker CLI does, from the ping's ``Api-Version``
+    header: the SDK's own negotiation asks ``GET /version``, which the engine answers only
+    after collecting its components' versions (runc, containerd, docker-init), a round trip
+    many times the ping's on every task.
     """
-    import docker
     import requests
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
     from docker.errors import DockerException
     from urllib3.exceptions import HTTPError
 
     address = engine_address()
     try:
-        if os.environ.get("DOCKER_HOST"):
-            # also honours DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
-            client = docker.from_env(timeout=ENGINE_CONNECT_TIMEOUT)
-        else:
-            client = docker.DockerClient(base_url=address, timeout=ENGINE_CONNECT_TIMEOUT)
-        client.ping()
+        probe = _client(address, MINIMUM_DOCKER_API_VERSION)
+        try:
+            # the SDK's ping() returns the body only; the header is what says the version
+            reply = probe.api.get(f"{probe.api.base_url}/_ping", timeout=ENGINE_CONNECT_TIMEOUT)
+        finally:
+            probe.close()
+        reply.raise_for_status()
+        client = _client(address, negotiated_version(reply.headers.get("Api-Version")))
     except (DockerException, requests.RequestException, HTTPError, OSError) as exc:
         if _untrusted(exc):
             raise EngineUnavailable(
@@ -315,6 +322,33 @@ def engine() -> Iterator[DockerClient]:
         ) from exc
     finally:
         client.close()
+
+
+def _client(address: str, version: str | None) -> DockerClient:
+    """A client of the engine speaking API ``version`` (None: the SDK asks the engine);
+    no request is made."""
+    import docker
+
+    if os.environ.get("DOCKER_HOST"):
+        # also honours DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
+        return docker.from_env(version=version, timeout=ENGINE_CONNECT_TIMEOUT)
+    return docker.DockerClient(base_url=address, version=version, timeout=ENGINE_CONNECT_TIMEOUT)
+
+
+def negotiated_version(engine_api: str | None) -> str | None:
+    """The API version to speak with an engine whose ping said ``Api-Version: engine_api``:
+    the lower of it and the SDK's own (what the Docker CLI does). None if the engine did
+    not say (the SDK then asks it with ``GET /version``)."""
+    from docker.constants import DEFAULT_DOCKER_API_VERSION
+    from docker.utils import version_lt
+
+    if not engine_api or not re.fullmatch(r"\d+\.\d+", engine_api):
+        return None
+    return (
+        engine_api
+        if version_lt(engine_api, DEFAULT_DOCKER_API_VERSION)
+        else (DEFAULT_DOCKER_API_VERSION)
+    )
 
 
 def engine_address() -> str:

@@ -8,18 +8,21 @@ Images are built FROM scratch with Debian's static busybox: nothing is pulled.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 
 from ops.config import Settings, load_settings
 from ops.errors import BuildError, ConfigError, EngineUnavailable, PushError, RegistryError
-from ops.images import BuildPlan, build, plan_build, push
+from ops.images import BuildPlan, build, engine, negotiated_version, plan_build, push
 from ops.registry import Registry, check, manifest_digest
 from tests.support.registry import list_tags
 from tests.support.services import require
@@ -351,3 +354,60 @@ def test_base_image_from_the_registry_is_pulled_with_the_settings_login(
     built = build(plan, on_output=output.append, registry=lab_registry)
     assert built.image_id.startswith("sha256:")
     assert "built" in output  # the RUN step ran on the pulled base image
+
+
+@contextmanager
+def recording_proxy(upstream: str, folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """A unix socket in ``folder`` passing every byte to and from the socket ``upstream``,
+    recording each HTTP request line the client sends (``GET /_ping``)."""
+    path = folder / "recorded.sock"
+    seen: list[str] = []
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen()
+
+    def pump(source: socket.socket, target: socket.socket, record: bool) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                if record:
+                    seen.extend(
+                        " ".join(line.split()[:2])
+                        for line in data.decode("latin-1").split("\r\n")
+                        if re.match(r"^(GET|POST|PUT|HEAD|DELETE) /", line)
+                    )
+                target.sendall(data)
+        with suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def accept() -> None:
+        with suppress(OSError):
+            while True:
+                client, _ = server.accept()
+                engine_side = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                engine_side.connect(upstream)
+                for args in ((client, engine_side, True), (engine_side, client, False)):
+                    threading.Thread(target=pump, args=args, daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"unix://{path}", seen
+    finally:
+        server.close()
+
+
+def test_the_engine_api_version_comes_from_the_ping(
+    lab_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No `GET /version` (the engine collects runc's, containerd's and docker-init's versions
+    for it): the version is the ping's Api-Version, as the Docker CLI negotiates it."""
+    upstream = os.environ["DOCKER_HOST"].removeprefix("unix://")
+    with recording_proxy(upstream, tmp_path) as (address, seen):
+        monkeypatch.setenv("DOCKER_HOST", address)
+        with engine() as client:
+            spoken = client.api.api_version
+            engine_api = client.version()["ApiVersion"]  # asked here, by the test only
+    assert seen[0] == "GET /_ping"
+    # only the test's own question, in the version spoken
+    assert [r for r in seen if r.endswith("/version")] == [f"GET /v{spoken}/version"]
+    assert spoken == negotiated_version(engine_api)
+    assert spoken is not None and spoken.startswith("1.")

@@ -20,6 +20,7 @@ from ops.images import (
     git_revision,
     image_refs,
     label_transport,
+    negotiated_version,
     plan_build,
     push_error,
     read_push_stream,
@@ -337,3 +338,23 @@ def test_a_dockerfile_without_the_label_args_gets_the_apis_labels(dockerfile: st
         "org.opencontainers.image.version": "v1-20261130-1400",
     }
     assert label_transport(labels, dockerfile) == ({}, labels)
+
+
+@pytest.mark.parametrize(
+    ("engine_api", "spoken"),
+    [
+        ("1.41", "1.41"),  # dockerd 20.10: its own
+        ("1.24", "1.24"),
+        ("1.99", "SDK"),  # newer than the SDK: the SDK's
+        ("", None),  # no header: the SDK asks GET /version
+        (None, None),
+        ("garbage", None),
+    ],
+)
+def test_the_api_version_is_the_lower_of_the_engines_and_the_sdks(
+    engine_api: str | None, spoken: str | None
+) -> None:
+    from docker.constants import DEFAULT_DOCKER_API_VERSION
+
+    expected = DEFAULT_DOCKER_API_VERSION if spoken == "SDK" else spoken
+    assert negotiated_version(engine_api) == expected
