@@ -4,6 +4,8 @@ Starts its own PostgreSQL (the test fixture's initdb server) and one ``python -m
 process on loopback, seeds the rows, then drives each endpoint for a bounded time at the
 same concurrency. The liveness endpoint (no database, tiny body) is the baseline measured in
 the same run, so the ratio says what the database round trip and 100-row serialisation cost.
+Server CPU is the app process's; database CPU is PostgreSQL's (postmaster and backends) over
+the same interval, so work moved from the app into the database shows up too.
 
     .venv/bin/python bench/app_bench.py                 # wrk if installed, else Python
     .venv/bin/python bench/app_bench.py --loadgen python --duration 5
@@ -57,10 +59,15 @@ class Figures:
     p50_ms: float
     p99_ms: float
     server_cpu_s: float = 0.0
+    database_cpu_s: float = 0.0
 
     @property
     def cpu_ms_per_request(self) -> float:
         return self.server_cpu_s * 1000 / self.requests if self.requests else 0.0
+
+    @property
+    def database_cpu_ms_per_request(self) -> float:
+        return self.database_cpu_s * 1000 / self.requests if self.requests else 0.0
 
     @property
     def rps(self) -> float:
@@ -229,6 +236,7 @@ def median_figures(runs: list[Figures]) -> Figures:
     first = runs[0]
     rps = statistics.median(f.rps for f in runs)
     cpu = statistics.median(f.cpu_ms_per_request for f in runs)
+    database_cpu = statistics.median(f.database_cpu_ms_per_request for f in runs)
     return Figures(
         path=first.path,
         requests=round(rps * 1000),
@@ -237,6 +245,7 @@ def median_figures(runs: list[Figures]) -> Figures:
         p50_ms=statistics.median(f.p50_ms for f in runs),
         p99_ms=statistics.median(f.p99_ms for f in runs),
         server_cpu_s=cpu * rps,
+        database_cpu_s=database_cpu * rps,
     )
 
 
@@ -249,10 +258,42 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(run: Callable[..., Figures], pid: int, url: str, path: str, **kw: int) -> Figures:
-    before = cpu_seconds(pid)
+def database_cpu_seconds(server: PostgresServer) -> float:
+    """CPU time of the PostgreSQL server: the postmaster and its children alive now.
+
+    Backends that exited in between are not counted; the apps' pooled connections live
+    through a run, so their backends are.
+    """
+    try:
+        postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError):
+        return 0.0
+    total = cpu_seconds(postmaster)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+def measure(
+    run: Callable[..., Figures],
+    pid: int,
+    server: PostgresServer,
+    url: str,
+    path: str,
+    **kw: int,
+) -> Figures:
+    before, database_before = cpu_seconds(pid), database_cpu_seconds(server)
     figures = run(url, path, **kw)
-    return replace(figures, server_cpu_s=cpu_seconds(pid) - before)
+    return replace(
+        figures,
+        server_cpu_s=cpu_seconds(pid) - before,
+        database_cpu_s=database_cpu_seconds(server) - database_before,
+    )
 
 
 def wait_ready(url: str, timeout: float = 60.0) -> None:
@@ -315,7 +356,13 @@ def main() -> int:
             for name, (app, url) in apps.items():
                 for path in (LIVE, LIST):
                     figures = measure(
-                        run, app.pid, url, path, connections=args.connections, duration=duration
+                        run,
+                        app.pid,
+                        server,
+                        url,
+                        path,
+                        connections=args.connections,
+                        duration=duration,
                     )
                     runs.setdefault((name, path), []).append(figures)
     finally:
@@ -332,7 +379,7 @@ def main() -> int:
     )
     print(
         f"{'app':<20}{'endpoint':<32}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'server CPU ms/req':>19}{'errors':>8}"
+        f"{'server CPU ms/req':>19}{'database CPU ms/req':>21}{'errors':>8}"
     )
     medians = {key: median_figures(figs) for key, figs in runs.items()}
     for name in apps:
@@ -343,7 +390,8 @@ def main() -> int:
             fig = medians[(name, path)]
             print(
                 f"{name:<20}{label:<32}{fig.rps:>8.0f}{fig.p50_ms:>9.2f}{fig.p99_ms:>9.2f}"
-                f"{fig.cpu_ms_per_request:>19.3f}{fig.errors:>8}"
+                f"{fig.cpu_ms_per_request:>19.3f}{fig.database_cpu_ms_per_request:>21.3f}"
+                f"{fig.errors:>8}"
             )
     for name in apps:
         live, listing = medians[(name, LIVE)], medians[(name, LIST)]
