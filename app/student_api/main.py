@@ -11,8 +11,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from psycopg import Error as DatabaseError
 
 from student_api.api.docs import OPENAPI_URL, install_docs
 from student_api.api.routes import health, students
@@ -56,14 +55,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Requests use the runtime's own database threads (Runtime.run_db), the readiness
-        # probe anyio's, at most two at a time.
+        # Requests use the runtime's async pool on the event loop; the readiness probe
+        # anyio's threads, at most two at a time.
         runtime.probe_limiter = anyio.CapacityLimiter(2)
-        runtime.start()
+        await runtime.start()
         try:
             yield
         finally:
-            runtime.stop()
+            await runtime.stop()
 
     app = FastAPI(
         title="Student API",
@@ -83,9 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics(runtime.pool_in_use)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, validation_failed)
-    # DBAPIError covers lost connections and refused logins; PoolTimeout an exhausted pool.
-    app.add_exception_handler(DBAPIError, database_unavailable)
-    app.add_exception_handler(PoolTimeout, database_unavailable)
+    # psycopg's errors: lost connections, refused logins, and (psycopg_pool's PoolTimeout,
+    # one of them) an exhausted pool.
+    app.add_exception_handler(DatabaseError, database_unavailable)
     app.include_router(students.router)
     app.include_router(health.router)
     install_docs(app)

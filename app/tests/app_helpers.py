@@ -6,14 +6,19 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from student_api.core.config import Settings
 from tests.support.postgres import PostgresServer
+
+if TYPE_CHECKING:  # importing it warns (Starlette prefers httpx2); conftest silences that
+    from starlette.testclient import TestClient
 
 
 def free_port() -> int:
@@ -45,6 +50,18 @@ def settings_for(server: PostgresServer, database: str, **overrides: object) -> 
         **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def pooled_connections(client: TestClient, count: int = 1) -> Iterator[None]:
+    """Hold ``count`` connections of the app's request pool, as requests in flight would
+    (checked out on the app's event loop, through the client's portal)."""
+    pool = client.app.state.runtime.pool  # type: ignore[attr-defined]
+    assert client.portal is not None, "use the TestClient as a context manager"
+    with ExitStack() as stack:
+        for _ in range(count):
+            stack.enter_context(client.portal.wrap_async_context_manager(pool.connection()))
+        yield
 
 
 def wait_for_status(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from app_helpers import settings_for, wait_for_status
+from app_helpers import pooled_connections, settings_for, wait_for_status
 from fastapi.testclient import TestClient
 
 from student_api.main import create_app
@@ -183,8 +183,7 @@ def test_metrics_count_routes_statuses_and_pool(client: TestClient) -> None:
         text
     )
     assert "db_pool_connections_in_use 0.0" in text
-    runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    with runtime.engine.connect():
+    with pooled_connections(client):
         assert "db_pool_connections_in_use 1.0" in client.get("/metrics").text
 
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-from app_helpers import free_port, settings_for, wait_for_status
+from app_helpers import free_port, pooled_connections, settings_for, wait_for_status
 from fastapi.testclient import TestClient
 
 from student_api.main import create_app
@@ -75,9 +75,8 @@ def test_connections_the_server_closed_are_replaced_before_any_request_fails(
     client: TestClient, postgres_server: PostgresServer, fresh_database: str
 ) -> None:
     # As after a database restart while the app was idle: every pooled connection is dead.
-    runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    with runtime.engine.connect(), runtime.engine.connect(), runtime.engine.connect():
-        pass  # three idle connections in the pool now
+    with pooled_connections(client, 3):
+        pass  # at least three idle connections in the pool now
     app_sessions = (
         "FROM pg_stat_activity WHERE application_name = 'student-api' "
         f"AND datname = '{fresh_database}'"
@@ -155,8 +154,7 @@ def test_exhausted_pool_answers_503_not_a_hang(
     )
     with TestClient(create_app(settings)) as client:
         wait_for_status(client.get, "/health/startup")
-        runtime = client.app.state.runtime  # type: ignore[attr-defined]
-        with runtime.engine.connect():
+        with pooled_connections(client):
             busy = client.get("/api/student")
             ready = client.get("/health/ready")
         after = client.get("/api/student")

@@ -1,61 +1,122 @@
-"""The database engine (built on startup, never at import) and request sessions."""
+"""Database access: the async connection pool requests use, and the engines for the rest.
+
+Requests run on a psycopg ``AsyncConnectionPool`` on the event loop (``build_pool``).
+Migrations and the odd maintenance statement use a synchronous SQLAlchemy engine that keeps
+no connection (``build_engine``), so the pool is the only place connections are held.
+"""
 
 from __future__ import annotations
 
 import select
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DisconnectionError
+from psycopg import AsyncConnection
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from student_api.core.config import Settings
 
+Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
+APPLICATION_NAME = "student-api"
 
-def closed_while_idle(dbapi_connection: Any) -> bool:
+
+def closed_while_idle(connection: AsyncConnection[TupleRow]) -> bool:
     """Whether a pooled psycopg connection is known dead, without a round trip.
 
     An idle connection in autocommit has nothing to read: when its socket turns readable,
     the server has said goodbye (a restart or ``pg_terminate_backend`` sends a FATAL message
     and closes it). A silent loss (no FIN) is not seen here, as a ``SELECT 1`` would only
-    hang on it too; the request then fails once and SQLAlchemy invalidates the pool.
+    hang on it too; the request then fails once and the pool discards that connection.
     """
-    if dbapi_connection.closed or dbapi_connection.broken:
+    if connection.closed or connection.broken:
         return True
     poller = select.poll()
-    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    poller.register(connection.fileno(), select.POLLIN)
     return bool(poller.poll(0))
 
 
-def _check_on_checkout(dbapi_connection: Any, record: object, proxy: object) -> None:
-    # SQLAlchemy's documented pessimistic check: a DisconnectionError raised at checkout
-    # makes the pool discard this connection and hand out a fresh one.
-    if closed_while_idle(dbapi_connection):
-        raise DisconnectionError("the server closed this pooled connection while it was idle")
+@asynccontextmanager
+async def connection(pool: Pool) -> AsyncIterator[AsyncConnection[TupleRow]]:
+    """A live connection from ``pool`` for one statement; back to the pool afterwards.
+
+    Connections the server closed while they were idle (a restart, an outage,
+    ``pg_terminate_backend``) are closed and handed back, which makes the pool discard them
+    and open replacements, and the next one is taken at once. Not psycopg_pool's ``check``
+    callback: after each failed check it pauses (1 s, 2 s, 4 s ...), so after a database
+    restart the first request waited for every dead connection in turn and timed out.
+    Waits ``DB_POOL_TIMEOUT`` seconds in all (then ``PoolTimeout``).
+    """
+    deadline = time.monotonic() + pool.timeout
+    while True:
+        conn = await pool.getconn(deadline - time.monotonic())
+        if not closed_while_idle(conn):
+            break
+        await conn.close()
+        await pool.putconn(conn)
+    try:
+        yield conn
+    finally:
+        await pool.putconn(conn)
+
+
+def build_pool(settings: Settings) -> Pool:
+    """The requests' pool for ``settings``, not opened yet (``await pool.open()`` on startup).
+
+    ``DB_POOL_SIZE`` connections are kept, up to ``DB_MAX_OVERFLOW`` more opened under load
+    (closed again after ``max_idle``); a request waits ``DB_POOL_TIMEOUT`` for one (then
+    ``PoolTimeout``, a 503). Take connections with :func:`connection`: it replaces those
+    the server closed (an outage, a restart) with one ``poll()``, not a ``SELECT 1`` (such
+    as ``pool_pre_ping``'s), which would be a second round trip for every request.
+
+    A connection that cannot be made is retried in the background (1 s, 2 s, ...) for
+    ``DB_CONNECT_TIMEOUT`` seconds only; then the next request that finds no connection
+    starts a new attempt. With psycopg_pool's default (300 s of ever longer pauses) a pool
+    emptied by an outage stayed empty for minutes after the database was back.
+    """
+    conninfo = make_conninfo(
+        host=settings.db_host,
+        port=settings.db_port,
+        dbname=settings.db_name,
+        user=settings.db_user,
+        password=settings.db_password.get_secret_value(),
+        connect_timeout=settings.db_connect_timeout,
+        application_name=APPLICATION_NAME,
+    )
+    return AsyncConnectionPool(
+        conninfo,
+        kwargs={"autocommit": True},
+        min_size=settings.db_pool_size,
+        max_size=settings.db_pool_size + settings.db_max_overflow,
+        timeout=settings.db_pool_timeout,
+        reconnect_timeout=settings.db_connect_timeout,
+        name=APPLICATION_NAME,
+        open=False,
+    )
+
+
+def pool_in_use(pool: Pool) -> int:
+    """Connections currently handed out by the pool."""
+    stats = pool.get_stats()
+    return max(0, stats.get("pool_size", 0) - stats.get("pool_available", 0))
 
 
 def build_engine(settings: Settings) -> Engine:
-    """A pooled engine for ``settings``; connections the server closed (an outage, a
-    restart) are replaced at checkout.
-
-    Not ``pool_pre_ping``: its ``SELECT 1`` is a second round trip for every request (a
-    third of the listing's CPU in bench/app_bench.py). The checkout check below asks the
-    socket instead, which costs one ``poll()``.
-    """
-    engine = create_engine(
+    """An engine for migrations and maintenance: each ``connect()`` opens a connection and
+    closing it closes it (requests use the pool from ``build_pool``)."""
+    return create_engine(
         settings.database_url(),
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
+        poolclass=NullPool,
         connect_args={
             "connect_timeout": settings.db_connect_timeout,
-            "application_name": "student-api",
+            "application_name": f"{APPLICATION_NAME}-admin",
         },
     )
-    event.listen(engine, "checkout", _check_on_checkout)
-    return engine
 
 
 def build_probe_engine(settings: Settings) -> Engine:
@@ -66,7 +127,7 @@ def build_probe_engine(settings: Settings) -> Engine:
         poolclass=NullPool,
         connect_args={
             "connect_timeout": settings.db_connect_timeout,
-            "application_name": "student-api-probe",
+            "application_name": f"{APPLICATION_NAME}-probe",
         },
     )
 
@@ -75,12 +136,6 @@ def ping(engine: Engine) -> None:
     """Raise if the database does not answer ``SELECT 1``."""
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
-
-
-def pool_in_use(engine: Engine) -> int:
-    """Connections currently checked out of the pool."""
-    checkedout = getattr(engine.pool, "checkedout", None)
-    return int(checkedout()) if callable(checkedout) else 0
 
 
 def sessions(engine: Engine) -> Iterator[Session]:

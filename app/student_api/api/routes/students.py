@@ -1,8 +1,7 @@
 """CRUD on students under ``/api/student``.
 
-Routes are ``async def`` and hand the blocking database work in ``crud`` to the runtime's
-database threads: one thread hop per request, and the response is serialised on the event
-loop.
+Routes are ``async def`` and await ``crud`` on the runtime's pool: the statement and the
+serialisation of the response both run on the event loop, no thread hop.
 """
 
 from __future__ import annotations
@@ -36,20 +35,20 @@ async def list_students(
     # Returned as a Response, which FastAPI sends as it is: the rows are serialised once,
     # straight from dicts, instead of validated into models and then serialised
     # (response_model still documents the schema).
-    rows = await db.run_db(crud.list_students, offset=offset, limit=limit)
+    rows = await crud.list_students(db, offset=offset, limit=limit)
     return Response(STUDENT_LIST.dump_json(rows), media_type="application/json")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Add a student")
 async def create_student(body: StudentCreate, db: DatabaseDep, response: Response) -> StudentPublic:
-    created = await db.run_db(crud.create_student, body)
+    created = await crud.create_student(db, body)
     response.headers["Location"] = f"{router.prefix}/{created.id}"
     return created
 
 
 @router.get("/{student_id}", responses=NOT_FOUND, summary="One student")
 async def get_student(student_id: int, db: DatabaseDep) -> StudentPublic:
-    found = await db.run_db(crud.get_student, student_id)
+    found = await crud.get_student(db, student_id)
     if found is None:
         raise _not_found(student_id)
     return found
@@ -57,7 +56,7 @@ async def get_student(student_id: int, db: DatabaseDep) -> StudentPublic:
 
 @router.put("/{student_id}", responses=NOT_FOUND, summary="Replace a student's name and age")
 async def update_student(student_id: int, body: StudentUpdate, db: DatabaseDep) -> StudentPublic:
-    updated = await db.run_db(crud.update_student, student_id, body)
+    updated = await crud.update_student(db, student_id, body)
     if updated is None:
         raise _not_found(student_id)
     return updated
@@ -70,6 +69,6 @@ async def update_student(student_id: int, body: StudentUpdate, db: DatabaseDep) 
     summary="Remove a student",
 )
 async def delete_student(student_id: int, db: DatabaseDep) -> Response:
-    if not await db.run_db(crud.delete_student, student_id):
+    if not await crud.delete_student(db, student_id):
         raise _not_found(student_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
