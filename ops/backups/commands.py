@@ -58,6 +58,25 @@ _ROW_COUNTS_SQL = (
     "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
 )
 
+# The restore's report, printed inside its own transaction just before COMMIT: the rows each
+# table received in it (what count(*) would say of a table the restore created, without
+# reading them all again: a scan of a 1 GB database took seconds after every restore). A
+# partitioned table counts its partitions' rows, as count(*) on it does (and each partition
+# its own, as row_counts_command lists them too). With track_counts
+# off the statistics are empty and nothing is printed (the caller counts then).
+ROWS_MARKER = "manifest-rows"
+ROWS_RECEIVED = (
+    "\\pset format unaligned\n\\pset tuples_only on\n"
+    f"SELECT '{ROWS_MARKER}' || E'\\t' || pg_catalog.format('%I.%I', n.nspname, c.relname)"
+    " || E'\\t' || COALESCE((SELECT pg_catalog.sum(pg_catalog.pg_stat_get_xact_tuples_inserted("
+    "t.relid)) FROM pg_catalog.pg_partition_tree(c.oid) t),"  # no rows: not partitioned
+    " pg_catalog.pg_stat_get_xact_tuples_inserted(c.oid))"
+    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'p')"
+    " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
+    " AND pg_catalog.current_setting('track_counts')::bool ORDER BY 1;\n"
+)
+
 
 # --- commands --------------------------------------------------------------------------
 
@@ -86,7 +105,7 @@ _CUSTOM_RESTORE = (
     'u="${POSTGRES_USER:-${PGUSER:-postgres}}"; '
     '{ printf "BEGIN;\\n%s\\n" "$1"; '
     "if pg_restore --no-owner --clean --if-exists -f -; "
-    'then printf "\\n;\\nCOMMIT;\\n"; '
+    'then printf "\\n;\\n%sCOMMIT;\\n" "$3"; '
     "else printf '\\n\\\\.\\n;\\n%s\\n' \"$2\"; fi; } "
     '| psql -U "$u" -X -q -v ON_ERROR_STOP=1 -d "$0"'
 )
@@ -98,7 +117,7 @@ _CUSTOM_RESTORE_GATED = (
     'u="${POSTGRES_USER:-${PGUSER:-postgres}}"; '
     '{ printf "BEGIN;\\n%s\\n" "$1"; '
     'if head -c "$3" | pg_restore --no-owner --clean --if-exists -f -; then '
-    'if [ "$(head -c 64)" = "$4" ]; then printf "\\n;\\nCOMMIT;\\n"; '
+    'if [ "$(head -c 64)" = "$4" ]; then printf "\\n;\\n%sCOMMIT;\\n" "$6"; '
     "else printf '\\n;\\n%s\\n' \"$5\"; fi; "
     "else printf '\\n\\\\.\\n;\\n%s\\n' \"$2\"; fi; } "
     '| psql -U "$u" -X -q -v ON_ERROR_STOP=1 -d "$0"'
@@ -114,7 +133,8 @@ def restore_command(
     database: str, fmt: DumpFormat, *, gate: tuple[int, str] | None = None
 ) -> list[str]:
     """The command that restores a dump arriving on stdin, in one transaction that first
-    empties the database (see WIPE_DATABASE).
+    empties the database (see WIPE_DATABASE); a custom dump's prints ROWS_RECEIVED's lines
+    before its COMMIT (a plain dump's COMMIT and those lines are the client's).
 
     ``gate`` (custom format): ``(size of the dump, sha256 of the sidecar)``; the dump on
     stdin is followed by the sha256 the client computed of the file as it sent it, and the
@@ -134,6 +154,7 @@ def restore_command(
                 str(size),
                 sha256,
                 DIGEST_DIFFERS,
+                ROWS_RECEIVED,
             ]
         return [
             "sh",
@@ -142,6 +163,7 @@ def restore_command(
             database,
             WIPE_DATABASE.decode(),
             _READ_FAILED,
+            ROWS_RECEIVED,
         ]
     # The transaction is ours (BEGIN, the wipe ... COMMIT around the stream, see
     # restore_backup), so a stream cut short never reaches COMMIT: psql's

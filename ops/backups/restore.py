@@ -15,6 +15,8 @@ from typing import IO, cast
 from ops import agecrypt
 from ops.backups.commands import (
     DIGEST_DIFFERS,
+    ROWS_MARKER,
+    ROWS_RECEIVED,
     SHA256_HEX,
     WIPE_DATABASE,
     pg_command,
@@ -32,7 +34,7 @@ from ops.errors import (
     ServerKilled,
     WrongDatabase,
 )
-from ops.execstream import CommandRunner, CompletedExec
+from ops.execstream import CommandRunner
 from ops.pgformat import DumpFormat, read_file_header
 
 
@@ -51,12 +53,40 @@ class RestoreReport:
 def row_counts(runner: CommandRunner, database: str) -> dict[str, int]:
     """Exact row counts of every table (``count(*)``), for drills and restore reports."""
     result = runner.run(row_counts_command(database))
+    return _table_counts(result.stdout.decode("utf-8", errors="replace").splitlines())
+
+
+def _table_counts(lines: Sequence[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for line in result.stdout.decode("utf-8", errors="replace").splitlines():
+    for line in lines:
         if "\t" in line:
             table, count = line.rsplit("\t", 1)
             counts[table] = int(count)
     return counts
+
+
+class _RowsReceived:
+    """The restore's stdout: keeps only ROWS_RECEIVED's lines (whatever else psql prints,
+    e.g. the results of a plain dump's SELECTs, is dropped; memory stays a line)."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self.lines: list[str] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        *complete, self._partial = (self._partial + bytes(data)).split(b"\n")
+        prefix = ROWS_MARKER.encode() + b"\t"
+        self.lines += [
+            line[len(prefix) :].decode("utf-8", errors="replace")
+            for line in complete
+            if line.startswith(prefix)
+        ]
+        if len(self._partial) > len(prefix) and not self._partial.startswith(prefix):
+            self._partial = b"-"  # the rest of a line we drop: kept short, never a match
+        return len(data)
+
+    def counts(self) -> dict[str, int]:
+        return _table_counts(self.lines)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,10 +122,9 @@ def drill(
     runner = source.runner
     runner.run(pg_command("createdb", scratch))
     try:
-        _restore_stream(
+        restored = _restore_stream(
             runner, path, scratch, header.format, progress, decrypt, identities=identities or ()
-        )
-        restored = row_counts(runner, scratch)
+        ) or row_counts(runner, scratch)
     finally:
         runner.run(pg_command("dropdb", "--if-exists", scratch), check=False)
     return DrillReport(restored=restored, live=row_counts(runner, source.database))
@@ -172,8 +201,12 @@ def _restore_stream(
     decrypt: Verification | None = None,
     identities: Sequence[agecrypt.Identity] = (),
     sha256: str | None = None,
-) -> CompletedExec:
-    """``decrypt``: the check of an encrypted file that decrypted it (its plaintext size);
+) -> dict[str, int]:
+    """Restore ``path`` into ``database``; the rows each table received (ROWS_RECEIVED,
+    printed by the transaction itself before its COMMIT; empty if the server keeps no
+    statistics: the caller counts then).
+
+    ``decrypt``: the check of an encrypted file that decrypted it (its plaintext size);
     the file is then decrypted with ``identities`` on its way into the pod.
 
     ``sha256`` (the sidecar's): the file is hashed as it streams (the ciphertext, for an
@@ -209,7 +242,8 @@ def _restore_stream(
             # Empty the database first, inside the same transaction: afterwards it holds
             # exactly the backup, whether or not the dump drops what it recreates. COMMIT
             # comes last, and only if the file's digest is the sidecar's.
-            begin, commit = b"BEGIN;\n" + WIPE_DATABASE, b"\n;\nCOMMIT;\n"
+            begin = b"BEGIN;\n" + WIPE_DATABASE
+            commit = b"\n;\n" + ROWS_RECEIVED.encode() + b"COMMIT;\n"
             refuse = b"\n;\n" + DIGEST_DIFFERS.encode() + b"\n"
             width = max(len(commit), len(refuse))  # the same length either way (stdin_size)
 
@@ -221,13 +255,16 @@ def _restore_stream(
                 IO[bytes], _Concat([io.BytesIO(begin), f, cast(IO[bytes], _Trailer(end))])
             )
             total = size + len(begin) + width
+        received = _RowsReceived()
         try:
-            return runner.run(
+            runner.run(
                 restore_command(database, fmt, gate=gate),
                 stdin=stream,
                 stdin_size=total,
+                stdout=received,  # type: ignore[arg-type]
                 progress=advance,
             )
+            return received.counts()
         except ExecFailed as exc:
             if hashed is not None and hashed.hexdigest() != sha256:
                 raise CorruptBackup(
@@ -345,7 +382,7 @@ def restore_backup(
             recipients=recipients,
         )
     try:
-        _restore_stream(
+        received = _restore_stream(
             source.runner,
             path,
             source.database,
@@ -372,6 +409,6 @@ def restore_backup(
     return RestoreReport(
         file=path,
         database=source.database,
-        tables=row_counts(source.runner, source.database),
+        tables=received or row_counts(source.runner, source.database),
         safety_backup=safety,
     )
