@@ -7,7 +7,7 @@ Shared by the namespaces that run the same work (``image``, ``rollout``, ``pipel
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from ops import console
@@ -70,8 +70,7 @@ def run_push(
     registry = Registry.from_settings(settings)
     who = f" as {registry.username!r}" if registry.username else " (anonymous)"
     what = f"{len(refs)} tag(s)" if refs is not None else f"{settings.image}'s local tags"
-    console.step(f"pushing {what} to {registry.host}{who}")
-    with _layer_view() as on_layer:
+    with _push_view(f"pushing {what} to {registry.host}{who}") as on_layer:
         if refs is None:
             pushed = push_local(settings, registry, extra_tags=extra_tags, on_layer=on_layer)
         else:
@@ -171,6 +170,25 @@ def run_deploy(plan: Plan[DeployWork], *, wait: bool = True) -> DeployReport:
             f"{', '.join(report.retained)}"
         )
     return report
+
+
+@contextmanager
+def _push_view(heading: str) -> Iterator[Callable[[ImageRef, LayerProgress], None]]:
+    """The push's heading and its layers' progress, shown from the engine's first chunk on:
+    by then the engine is pushing, and rich loads (the first line printed in an
+    ``image.push``) while it works, not before it starts. A push refused before that
+    (no local image, a refused login) shows its error line only."""
+    with ExitStack() as stack:
+        view: Callable[[ImageRef, LayerProgress], None] | None = None
+
+        def on_layer(ref: ImageRef, layer: LayerProgress) -> None:
+            nonlocal view
+            if view is None:
+                console.step(heading)
+                view = stack.enter_context(_layer_view())
+            view(ref, layer)
+
+        yield on_layer
 
 
 @contextmanager

@@ -121,6 +121,9 @@ def test_wrong_password(lab_env: dict[str, str], work: Path) -> None:
     line = one_error_line(result)
     assert "push of" in line and "refused the login of 'manifest-ci'" in line
     assert "wrong-password-value" not in result.stdout + result.stderr
+    # refused before the engine began: no "pushing …" heading (it is printed, and rich
+    # loaded for it, once the engine is pushing)
+    assert result.stdout == ""
 
 
 def test_unreachable_registry(lab_env: dict[str, str], work: Path) -> None:
