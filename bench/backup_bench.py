@@ -11,7 +11,7 @@ MANIFEST_TEST_REGISTRY*) and kubectl. In a namespace of its own (deleted at the 
 starts postgres-0 from the lab image, fills studentdb with `pgbench -i -s SCALE` plus a table
 of incompressible random bytes, then measures in one run:
 
-  dump     inv backup.now (custom, -Z0: our default)      the task, end to end
+  dump     inv backup.now (custom, -Z0; the default is 1) the task, end to end
            kubectl exec ... pg_dump -Fc -Z0 > file          the seed's way, same format
            kubectl exec ... pg_dump -Fc > file              the seed's way, as the seed did it
            pg_dump -Fc -Z0 > /dev/null inside the pod      the limit
@@ -276,7 +276,11 @@ def crypto_rates(mib: int) -> None:
                 while r.readinto(buf):
                     pass
 
+    if cli is not None and os.name == "posix":
+        measure("ops.agecrypt decrypt (age CLI child), 256 KiB reads", decrypt)
+    agecrypt.age_cli = lambda: None  # type: ignore[assignment]
     measure("ops.agecrypt decrypt (pyrage child), 256 KiB reads", decrypt)
+    agecrypt.age_cli = found  # type: ignore[assignment]
     age = shutil.which("age")
     if age:
         plain = Path(tempfile.mkdtemp()) / "plain"

@@ -80,8 +80,8 @@ class Settings:
     backup_keep: int = _setting(10, "Local backups kept (newest first)")
     backup_format: BackupFormat = _setting("custom", "Dump format: custom or plain")
     backup_compression: int = _setting(
-        0,
-        "pg_dump -Fc compression level 0-9 (0: fastest; zlib is CPU-bound, see README)",
+        1,
+        "pg_dump -Fc compression level 0-9 (1: fastest on every link measured, see README)",
     )
     backup_recipients: tuple[str, ...] = _setting(
         (),
