@@ -43,6 +43,9 @@ def keyed(lab, tmp_path):
             "backups_dir": str(settings.backups_dir),
             "backup_recipients": (pair.recipient,),
             "backup_identity_file": str(identity),
+            # uncompressed, so that a marker row absent from a file proves the encryption
+            # (zlib, the default level 1, would hide it as well)
+            "backup_compression": 0,
         }
     )
     return keyed, runner, pair
@@ -76,7 +79,9 @@ def test_no_encrypt_is_in_the_plan_and_said_as_the_backup_starts(keyed):
     flag neither is said and the file is ciphertext."""
     settings, runner, pair = keyed
     psql(runner, f"INSERT INTO student (name, age) VALUES ('{MARKER}', 42)")
-    env = clean_env(COLUMNS="250", MANIFEST_BACKUP_RECIPIENTS=pair.recipient)
+    env = clean_env(
+        COLUMNS="250", MANIFEST_BACKUP_RECIPIENTS=pair.recipient, MANIFEST_BACKUP_COMPRESSION="0"
+    )
     where = ["--context", settings.context, "--namespace", settings.namespace]
     where += ["--backups-dir", str(settings.backups_dir)]
     warning = "--no-encrypt: this backup holds the data in the clear"
