@@ -5,6 +5,7 @@
     .venv/bin/python bench/backup_bench.py --crypto-only [--crypto-mib 512]
     .venv/bin/python bench/backup_bench.py --encryption-only [--scale 10 --random-mib 64]
     .venv/bin/python bench/backup_bench.py --sweep [--levels 0,1,3,6] [--limit-mbit 100]
+    .venv/bin/python bench/backup_bench.py --restores-only [--before ../main] [--rounds 5]
 
 Needs the lab cluster (KUBECONFIG, MANIFEST_TEST_KUBE_CONTEXT, MANIFEST_TEST_POSTGRES_IMAGE,
 MANIFEST_TEST_REGISTRY*) and kubectl. In a namespace of its own (deleted at the end) it
@@ -34,6 +35,11 @@ of incompressible random bytes, then measures in one run:
            on loopback and through a link of --limit-mbit (a rate-limited TCP proxy in this
            process, in front of the API server, and a kubeconfig that points at it: only
            the bench's own commands are throttled)
+
+  restores (--restores-only: instead of the above) one backup.now -Z0, then its restore by
+           inv backup.restore and by kubectl exec -i pg_restore, the order turning each
+           round; --before DIR adds the restore of another checkout's tasks (DIR's tasks.py
+           and ops/, run by this interpreter), so before and after come from one run
 
 Each figure is the median of --rounds rounds (default 3), the pairs taking turns, so a
 slow moment of the machine does not land on one side only. Rates are MB of database
@@ -86,12 +92,13 @@ def timed(
     stdout_path: Path | None = None,
     stdin_path: Path | None = None,
     env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> tuple[float, float]:
     """Run argv; (seconds, peak RSS MiB); its CPU seconds go to CPU_SECONDS."""
     out = stdout_path.open("wb") if stdout_path else subprocess.DEVNULL
     inp = stdin_path.open("rb") if stdin_path else subprocess.DEVNULL
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=out, stdin=inp, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    proc = subprocess.Popen(argv, stdout=out, stdin=inp, stderr=subprocess.PIPE, env=env, cwd=cwd)
     assert proc.stderr is not None
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -544,6 +551,62 @@ def sweep(
             print(f"  {link:<12} backup.restore -Z{level} file: {theirs / ours:5.2f}x kubectl")
 
 
+def restores(
+    args: argparse.Namespace,
+    *,
+    inv: list[str],
+    env: dict[str, str],
+    context: str,
+    work: Path,
+    db_size: int,
+    restore_args: list[str],
+) -> None:
+    """inv backup.restore against kubectl exec -i pg_restore of the same -Z0 file, turn about
+    (and --before's checkout beside them)."""
+    where = ["--context", context, "--namespace", NS, "--backups-dir", str(work)]
+    timed([*inv, "backup.now", "--compression", "0", *where], env=env)
+    made = next(work.glob("*.dump"))
+    task = [*inv, "backup.restore", "--file", str(made), "--yes", "--no-safety-backup", *where]
+    contenders: list[tuple[str, list[str], Path | None, Path]] = [
+        ("inv backup.restore", task, None, ROOT),
+        (
+            "kubectl exec -i pg_restore < file",
+            kubectl_exec(context, *restore_args, stdin=True),
+            made,
+            ROOT,
+        ),
+    ]
+    if args.before:
+        before = Path(args.before).resolve()
+        contenders.append(("inv backup.restore (--before)", task, None, before))
+    times: dict[str, list[float]] = {name: [] for name, *_ in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name, *_ in contenders}
+    sampler = LoadSampler()
+    for n in range(args.rounds):
+        for name, argv, stdin, cwd in contenders if n % 2 == 0 else contenders[::-1]:
+            s, _ = timed(argv, stdin_path=stdin, env=env, cwd=cwd)
+            times[name].append(s)
+            cpu[name].append(CPU_SECONDS[-1])
+            print(f"  round {n + 1}: {name:<36} {s:6.1f} s", flush=True)
+    sampler.stop.set()
+    print(
+        f"\nmedians of {args.rounds} rounds; database {db_size / 1e6:.0f} MB, file "
+        f"{made.stat().st_size / 1e6:.0f} MB; {sampler.summary()}"
+    )
+    med = {name: statistics.median(v) for name, v in times.items()}
+    for name, secs in med.items():
+        rounds = ", ".join(f"{x:.1f}" for x in times[name])
+        print(
+            f"  {name:<36} {secs:6.1f} s  local CPU {statistics.median(cpu[name]):4.1f} s"
+            f"  (rounds {rounds})"
+        )
+    kubectl_s = med["kubectl exec -i pg_restore < file"]
+    print("ratios of the medians (above 1.0 = ours is faster):")
+    for name, secs in med.items():
+        if name.startswith("inv"):
+            print(f"  {name:<36} {kubectl_s / secs:5.2f}x kubectl")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=60)
@@ -567,6 +630,15 @@ def main() -> None:
         action="store_true",
         help="Compression levels x links (loopback and --limit-mbit) instead of the rest",
     )
+    parser.add_argument(
+        "--restores-only",
+        action="store_true",
+        help="Only backup.restore against kubectl exec -i pg_restore, turn about",
+    )
+    parser.add_argument(
+        "--before",
+        help="With --restores-only: also restore with this checkout's tasks (before/after)",
+    )
     parser.add_argument("--levels", default="0,1,3,6", help="pg_dump -Z levels for --sweep")
     parser.add_argument(
         "--restore-levels", default="0,1", help="Restore the files of these levels (--sweep)"
@@ -575,7 +647,7 @@ def main() -> None:
         "--limit-mbit", type=float, default=100, help="The limited link (--sweep; 0: none)"
     )
     args = parser.parse_args()
-    if not args.sweep:
+    if not args.sweep and not args.restores_only:
         crypto_rates(args.crypto_mib)
     if args.crypto_only:
         return
@@ -638,6 +710,17 @@ def main() -> None:
                 pg_dump=pg_dump,
                 restore_args=restore_args,
                 in_pod_dump=in_pod_dump,
+            )
+            return
+        if args.restores_only:
+            restores(
+                args,
+                inv=inv,
+                env=env,
+                context=context,
+                work=work,
+                db_size=db_size,
+                restore_args=restore_args,
             )
             return
         ours = work / "none-yet"
