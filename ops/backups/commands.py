@@ -13,13 +13,28 @@ RECREATE_PUBLIC = (
     b"GRANT USAGE ON SCHEMA public TO PUBLIC;\n"
     b"COMMENT ON SCHEMA public IS 'standard public schema';\n"
 )
+# The restore rebuilds every index and primary key at its end, each a sort of all its
+# table's rows: with PostgreSQL's default maintenance_work_mem (64 MB) a table of millions
+# of rows sorts on disk. This transaction alone (set_config's is_local) gets 256 MB, never
+# less than the server's own setting: measured in the lab's pod on a 459 MB database, the
+# restore took 5.0-5.1 s instead of 5.5-6.3 s. The bound is per index build (parallel
+# workers share it), well inside the 2Gi the project's postgres container may use.
+RESTORE_MEMORY = (
+    b"DO $memory$\n"
+    b"BEGIN\n"
+    b"  IF pg_catalog.pg_size_bytes(pg_catalog.current_setting('maintenance_work_mem'))\n"
+    b"     < 256 * 1024 * 1024 THEN\n"
+    b"    PERFORM pg_catalog.set_config('maintenance_work_mem', '256MB', true);\n"
+    b"  END IF;\n"
+    b"END\n"
+    b"$memory$;\n"
+)
 # Run first, inside the restore's own transaction: drop every schema the database has (and
 # its large objects), so that afterwards it holds exactly what the backup holds. Objects
 # made after the dump are gone (the safety backup keeps them); on any error the whole
-# transaction rolls back and nothing was dropped.
+# transaction rolls back and nothing was dropped. (RESTORE_MEMORY comes with it.)
 WIPE_DATABASE = (
-    b"SET LOCAL client_min_messages = warning;\n"
-    b"DO $wipe$\n"
+    b"SET LOCAL client_min_messages = warning;\n" + RESTORE_MEMORY + b"DO $wipe$\n"
     b"DECLARE s name;\n"
     b"BEGIN\n"
     b"  FOR s IN SELECT nspname FROM pg_catalog.pg_namespace\n"

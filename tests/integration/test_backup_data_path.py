@@ -329,6 +329,29 @@ def test_an_image_whose_dd_cannot_count_bytes_restores_through_head(
     assert postgres_server.psql("SELECT age FROM student WHERE id = 1", db).strip() == "1"
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_restores_index_builds_sort_in_256_mb(tmp_path, postgres_server, source, db, fmt):
+    """The indexes rebuilt at the end of a restore get maintenance_work_mem 256 MB in its
+    transaction (the server's 64 MB default sorted a large table on disk), and only there.
+    An index over a function that fails under less proves what its build saw."""
+    postgres_server.psql(
+        "SET maintenance_work_mem = '256MB';"
+        "CREATE FUNCTION public.needs_256mb(v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS "
+        "$$BEGIN IF pg_catalog.pg_size_bytes(pg_catalog.current_setting('maintenance_work_mem'))"
+        " < 256 * 1024 * 1024 THEN RAISE EXCEPTION 'index built with %',"
+        " pg_catalog.current_setting('maintenance_work_mem'); END IF; RETURN v; END$$;"
+        "CREATE INDEX student_256mb ON student (public.needs_256mb(id));",
+        db,
+    )
+    path, _ = take_backup(source, backups_dir=tmp_path, fmt=fmt)
+    report = restore_backup(
+        path, source, full_reader=None, backups_dir=tmp_path, safety_backup=False
+    )
+    assert report.tables == {"public.blobs": 2000, "public.student": 20000}
+    assert "student_256mb" in plain_sql(postgres_server, db)
+    assert postgres_server.psql("SHOW maintenance_work_mem", db).strip() == "64MB"
+
+
 # --- verify catches what is wrong -----------------------------------------------------------
 
 
