@@ -11,6 +11,7 @@ import uvicorn
 
 from student_api.core.config import Settings
 from student_api.core.runtime import Runtime
+from student_api.core.transport import JoinedWritesProtocol
 from student_api.main import create_app
 
 log = logging.getLogger("student_api")
@@ -53,5 +54,8 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=int(settings.graceful_timeout),
         proxy_headers=True,
         server_header=False,
+        # uvicorn's httptools protocol, a response's headers and body in one send()
+        # (student_api.core.transport; measured in app/README.md).
+        http=JoinedWritesProtocol,
     )
     DrainingServer(config, runtime=app.state.runtime, delay=settings.shutdown_delay).run()

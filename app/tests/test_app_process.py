@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -123,3 +124,37 @@ def test_no_password_in_any_log_line(
         assert postgres_server.password not in text
         assert wrong_password not in text
     assert "Wr0ng-" not in refused.logs()
+
+
+def _write_syscalls(pid: int) -> int:
+    """write()/writev() calls the process made so far (``syscw`` of /proc/PID/io; the
+    sockets' send() calls, such as libpq's, are not counted there)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "syscw":
+            return int(value)
+    raise AssertionError(f"no syscw in /proc/{pid}/io")
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux's /proc/PID/io")
+def test_each_response_leaves_in_one_write(
+    postgres_server: PostgresServer,
+    fresh_database: str,
+    start_app: Callable[..., AppProcess],
+) -> None:
+    # uvicorn alone writes a response's headers and its body in two calls (uvloop writes
+    # each at once): 2 per response. student_api.core.transport joins them.
+    # (At LOG_LEVEL=info each request also writes its access line to stderr.)
+    app = start_app({**db_env(postgres_server, fresh_database), "LOG_LEVEL": "warning"})
+    app.wait_for("/health/ready")
+    requests = 40
+    with httpx.Client(base_url=app.base_url, timeout=5) as client:
+        assert client.get("/api/student").status_code == 200  # the connection is open
+        before = _write_syscalls(app.proc.pid)
+        answers = [client.get(path) for path in ("/health/live", "/api/student") * (requests // 2)]
+        writes = _write_syscalls(app.proc.pid) - before
+
+    assert [a.status_code for a in answers] == [200] * requests
+    assert answers[0].json() == {"status": "ok"}
+    assert answers[1].json() == []
+    assert writes == requests
