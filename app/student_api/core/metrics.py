@@ -50,6 +50,21 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(PoolCollector(pool_in_use))
+        # (route, method, status) -> its counter and histogram series: prometheus_client's
+        # labels() converts, checks and locks on every call; these are looked up once.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 class MetricsMiddleware:
@@ -78,5 +93,4 @@ class MetricsMiddleware:
             route = scope.get("route")
             label = getattr(route, "path", UNMATCHED) if isinstance(route, BaseRoute) else UNMATCHED
             method = str(scope.get("method", ""))
-            self.metrics.requests.labels(label, method, str(status)).inc()
-            self.metrics.latency.labels(label, method).observe(time.perf_counter() - started)
+            self.metrics.observe(label, method, status, time.perf_counter() - started)
