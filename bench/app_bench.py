@@ -12,8 +12,9 @@ the same interval, so work moved from the app into the database shows up too.
     .venv/bin/python bench/app_bench.py --before main --rounds 3   # this tree vs main's app
 
 ``--before REF`` runs a second app from git ref REF's ``app/`` (same venv, same database)
-in the same run, and the rounds interleave the two, so a busy machine slows both alike;
-figures are medians over the rounds.
+in the same run, and the rounds interleave the two (each round in the other order than the
+last), so a busy machine slows both alike; both get the same wrk settings; figures are
+medians over the rounds.
 
 Load generator: Debian's ``wrk`` (apt-get install wrk) is preferred; it needs little CPU,
 which matters on a 2-core machine where generator and server share the cores. The Python
@@ -352,8 +353,11 @@ def main() -> int:
         for _, url in apps.values():
             for path in (LIVE, LIST):
                 run(url, path, connections=args.connections, duration=1)
-        for _ in range(rounds):
-            for name, (app, url) in apps.items():
+        for round_ in range(rounds):
+            # Odd rounds run the apps in the opposite order, so neither is always the one
+            # measured first (or right after the other's heaviest endpoint).
+            order = list(apps.items())
+            for name, (app, url) in order[::-1] if round_ % 2 else order:
                 for path in (LIVE, LIST):
                     figures = measure(
                         run,
