@@ -269,10 +269,6 @@ class _Session:
 
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
-    # No SO_REUSEADDR: the port is the kernel's choice (0), and once, in a CI run, a fake's
-    # handshake was answered by another server ({"message":"page not found"}, a Go
-    # engine's 404): nothing here needs a port another socket may also hold.
-    allow_reuse_address = False
     behaviour: FakeBehaviour
 
 

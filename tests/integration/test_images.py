@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import socketserver
 import subprocess
 import threading
 import uuid
@@ -356,21 +357,29 @@ def test_base_image_from_the_registry_is_pulled_with_the_settings_login(
     assert "built" in output  # the RUN step ran on the pulled base image
 
 
-@contextmanager
-def recording_proxy(upstream: str, folder: Path) -> Iterator[tuple[str, list[str]]]:
-    """A unix socket in ``folder`` passing every byte to and from the socket ``upstream``,
-    recording each HTTP request line the client sends (``GET /_ping``)."""
-    path = folder / "recorded.sock"
-    seen: list[str] = []
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen()
+class _RecordingProxy(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = False  # server_close() joins every connection's thread
+    upstream: str
+    seen: list[str]
 
-    def pump(source: socket.socket, target: socket.socket, record: bool) -> None:
+
+class _Relay(socketserver.BaseRequestHandler):
+    server: _RecordingProxy
+
+    def handle(self) -> None:
+        client: socket.socket = self.request
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as engine_side:
+            engine_side.connect(self.server.upstream)
+            answers = threading.Thread(target=self._pump, args=(engine_side, client, False))
+            answers.start()
+            self._pump(client, engine_side, True)
+            answers.join()
+
+    def _pump(self, source: socket.socket, target: socket.socket, record: bool) -> None:
         with suppress(OSError):
             while data := source.recv(65536):
                 if record:
-                    seen.extend(
+                    self.server.seen.extend(
                         " ".join(line.split()[:2])
                         for line in data.decode("latin-1").split("\r\n")
                         if re.match(r"^(GET|POST|PUT|HEAD|DELETE) /", line)
@@ -379,20 +388,61 @@ def recording_proxy(upstream: str, folder: Path) -> Iterator[tuple[str, list[str
         with suppress(OSError):
             target.shutdown(socket.SHUT_WR)
 
-    def accept() -> None:
-        with suppress(OSError):
-            while True:
-                client, _ = server.accept()
-                engine_side = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                engine_side.connect(upstream)
-                for args in ((client, engine_side, True), (engine_side, client, False)):
-                    threading.Thread(target=pump, args=args, daemon=True).start()
 
-    threading.Thread(target=accept, daemon=True).start()
+@contextmanager
+def recording_proxy(upstream: str, folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """A unix socket in ``folder`` passing every byte to and from the socket ``upstream``,
+    recording each HTTP request line the client sends (``GET /_ping``).
+
+    Every thread it starts has ended when it returns. Its first version closed the listening
+    socket under a thread still in ``accept()``: a CI run later saw that thread accept a
+    fake exec server's connection (the kernel had given the freed descriptor number to the
+    fake's listening socket) and relay it to the Docker engine, which answered the exec
+    handshake with its own 404. socketserver's ``shutdown()`` waits for the accept loop.
+    """
+    path = folder / "recorded.sock"
+    server = _RecordingProxy(str(path), _Relay)
+    server.upstream, server.seen = upstream, []
+    loop = threading.Thread(target=server.serve_forever, name="recording-proxy")
+    loop.start()
     try:
-        yield f"unix://{path}", seen
+        yield f"unix://{path}", server.seen
     finally:
-        server.close()
+        server.shutdown()
+        loop.join()
+        server.server_close()
+
+
+def test_the_recording_proxy_leaves_no_thread_and_no_listener_behind(tmp_path: Path) -> None:
+    """Seen in CI: its accept thread outlived it and took a later test's connection."""
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    upstream.bind(str(tmp_path / "upstream.sock"))
+    upstream.listen()
+
+    def answer_once() -> None:
+        conn, _ = upstream.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nok")
+
+    answering = threading.Thread(target=answer_once)
+    answering.start()
+    before = set(threading.enumerate())
+    with (
+        recording_proxy(str(tmp_path / "upstream.sock"), tmp_path) as (address, seen),
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client,
+    ):
+        client.connect(address.removeprefix("unix://"))
+        client.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+        client.shutdown(socket.SHUT_WR)
+        reply = b"".join(iter(lambda: client.recv(65536), b""))
+    answering.join()
+    upstream.close()
+
+    assert reply.endswith(b"ok") and seen == ["GET /_ping"]
+    assert set(threading.enumerate()) - before == set()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late, pytest.raises(OSError):
+        late.connect(address.removeprefix("unix://"))
 
 
 def test_the_engine_api_version_comes_from_the_ping(
