@@ -335,7 +335,8 @@ class RateLimitedProxy:
         self.paces = (_Pace(mbit * 1e6 / 8), _Pace(mbit * 1e6 / 8))
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
 
     def _accept(self) -> None:
         while True:
@@ -364,6 +365,11 @@ class RateLimitedProxy:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        # shutdown() ends the accept() in progress; only then is the descriptor closed (a
+        # thread left in accept() could take a socket that is later given the same number).
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self._accepting.join()
         self.listener.close()
 
 
