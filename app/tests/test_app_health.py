@@ -6,9 +6,11 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import psycopg
 import pytest
 from app_helpers import free_port, pooled_connections, settings_for, wait_for_status
 from fastapi.testclient import TestClient
@@ -165,3 +167,52 @@ def test_exhausted_pool_answers_503_not_a_hang(
     )
     assert ready.status_code == 200  # the probe does not queue for the pool
     assert after.status_code == 200
+
+
+def _blocked_requests(server: PostgresServer, database: str) -> int:
+    return int(
+        server.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'student-api' "
+            f"AND wait_event_type = 'Lock' AND datname = '{database}'",
+            database,
+        )
+    )
+
+
+def test_requests_beyond_the_pool_queue_at_its_gate_and_time_out_there(
+    postgres_server: PostgresServer, fresh_database: str
+) -> None:
+    # One connection, held by a listing that waits inside the database for a table lock:
+    # the requests after it wait at the pool's gate (not in psycopg_pool's own queue), and
+    # answer 503 once DB_POOL_TIMEOUT has passed.
+    settings = settings_for(
+        postgres_server, fresh_database, db_pool_size=1, db_max_overflow=0, db_pool_timeout=1.0
+    )
+    with TestClient(create_app(settings)) as client:
+        wait_for_status(client.get, "/health/startup")
+        pool = client.app.state.runtime.pool  # type: ignore[attr-defined]
+        with psycopg.connect(postgres_server.dsn(fresh_database)) as blocker:
+            blocker.execute("LOCK TABLE student IN ACCESS EXCLUSIVE MODE")
+            with ThreadPoolExecutor(4) as threads:
+                first = threads.submit(client.get, "/api/student")
+                deadline = time.monotonic() + 10
+                while _blocked_requests(postgres_server, fresh_database) < 1:
+                    assert time.monotonic() < deadline, (
+                        "the first request never reached the database"
+                    )
+                    time.sleep(0.05)
+                started = time.monotonic()
+                waiting = [threads.submit(client.get, "/api/student") for _ in range(3)]
+                queued = [f.result() for f in waiting]
+                took = time.monotonic() - started
+                blocker.rollback()
+                answered = first.result(timeout=10)
+        after = client.get("/api/student")
+
+    assert [(q.status_code, q.json()) for q in queued] == [
+        (503, {"detail": "database unavailable, try again shortly"})
+    ] * 3
+    assert 0.9 < took < 4.0
+    assert (answered.status_code, answered.json()) == (200, [])
+    assert after.status_code == 200
+    assert pool.get_stats().get("requests_queued", 0) == 0  # none waited in the pool itself
