@@ -43,7 +43,7 @@ FORMATS = [pytest.param("custom", id="custom"), pytest.param("plain", id="plain"
 
 @pytest.fixture(scope="module")
 def tools():
-    for tool in ("pg_dump", "pg_restore", "psql", "sh", "head", "sha256sum"):
+    for tool in ("pg_dump", "pg_restore", "psql", "sh", "head", "dd", "sha256sum"):
         require(shutil.which(tool) is not None, f"{tool} not installed (postgresql-client-15)")
 
 
