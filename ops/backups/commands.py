@@ -127,20 +127,11 @@ _CUSTOM_RESTORE = (
 # The same with the file's sha256 gate: stdin is the dump ($3 bytes) and then the sha256
 # (64 hex digits) that the client computed of the file while it streamed; COMMIT only if
 # pg_restore read the dump to its end AND that digest is the sidecar's ($4).
-# The dump is cut off stdin by GNU dd in 1 MiB reads and writes where the image has it:
-# `head -c` copies 8 KiB per read() and write(), and its pipe into pg_restore cost about as
-# much CPU in the pod as the restore's pg_restore itself (measured in the lab's pod: 0.26 s
-# against 0.15 s per 176 MB through `| cat`). An image whose dd cannot count bytes
-# (busybox) keeps `head -c`: the same bytes either way, exactly $3 of them.
-_TAKE = (
-    "if dd bs=1 count=0 iflag=count_bytes,fullblock status=none </dev/null 2>/dev/null; "
-    'then take() { dd bs=1M count="$1" iflag=count_bytes,fullblock status=none; }; '
-    'else take() { head -c "$1"; }; fi; '
-)
 _CUSTOM_RESTORE_GATED = (
     'export PGPASSWORD="${POSTGRES_PASSWORD:-$PGPASSWORD}"; '
-    'u="${POSTGRES_USER:-${PGUSER:-postgres}}"; ' + _TAKE + '{ printf "BEGIN;\\n%s\\n" "$1"; '
-    'if take "$3" | pg_restore --no-owner --clean --if-exists -f -; then '
+    'u="${POSTGRES_USER:-${PGUSER:-postgres}}"; '
+    '{ printf "BEGIN;\\n%s\\n" "$1"; '
+    'if head -c "$3" | pg_restore --no-owner --clean --if-exists -f -; then '
     'if [ "$(head -c 64)" = "$4" ]; then printf "\\n;\\n%sCOMMIT;\\n" "$6"; '
     "else printf '\\n;\\n%s\\n' \"$5\"; fi; "
     "else printf '\\n\\\\.\\n;\\n%s\\n' \"$2\"; fi; } "

@@ -43,7 +43,7 @@ FORMATS = [pytest.param("custom", id="custom"), pytest.param("plain", id="plain"
 
 @pytest.fixture(scope="module")
 def tools():
-    for tool in ("pg_dump", "pg_restore", "psql", "sh", "head", "dd", "sha256sum"):
+    for tool in ("pg_dump", "pg_restore", "psql", "sh", "head", "sha256sum"):
         require(shutil.which(tool) is not None, f"{tool} not installed (postgresql-client-15)")
 
 
@@ -266,67 +266,6 @@ def test_without_stdbuf_in_the_image_the_dump_is_the_same(tmp_path, postgres_ser
     strip = re.compile(rb"^\\(un)?restrict \S+$", re.M)
     assert strip.sub(b"", with_stdbuf) == strip.sub(b"", without)
     assert b"COPY public.student" in without
-
-
-def _with_dd(tmp_path: Path, env: dict[str, str], script: str) -> Source:
-    """A local source whose PATH finds ``script`` as ``dd`` first (the real one is $REAL)."""
-    import os
-
-    shims = tmp_path / "shims"
-    shims.mkdir()
-    dd = shims / "dd"
-    dd.write_text(f"#!/bin/sh\nREAL={shutil.which('dd')}\n{script}\n")
-    dd.chmod(0o755)
-    path = f"{shims}:{env.get('PATH', os.environ['PATH'])}"
-    runner = LocalRunner(env={**env, "PATH": path})
-    return Source(runner=runner, database="", context="local", namespace="-", pod="-")
-
-
-def test_a_custom_restore_cuts_the_dump_off_its_input_in_large_reads(
-    tmp_path, postgres_server, source, env, db
-):
-    """The gated restore's dump is taken off stdin by dd in 1 MiB reads: `head -c` did it in
-    8 KiB reads and writes, which cost the pod about as much CPU as pg_restore's own part."""
-    path, info = take_backup(source, backups_dir=tmp_path, fmt="custom")
-    calls = tmp_path / "dd-calls"
-    shimmed = _with_dd(tmp_path, env, f'echo "$*" >> {calls}; exec "$REAL" "$@"')
-    postgres_server.psql("UPDATE student SET age = 99 WHERE id = 1", db)
-    report = restore_backup(
-        path,
-        Source(runner=shimmed.runner, database=db, context="local", namespace="-", pod="-"),
-        full_reader=None,
-        backups_dir=tmp_path,
-        safety_backup=False,
-    )
-    assert report.tables == {"public.blobs": 2000, "public.student": 20000}
-    assert postgres_server.psql("SELECT age FROM student WHERE id = 1", db).strip() == "1"
-    assert f"bs=1M count={info.size} iflag=count_bytes,fullblock" in calls.read_text()
-
-
-@pytest.mark.parametrize("corrupt", [False, True], ids=["intact", "corrupt"])
-def test_an_image_whose_dd_cannot_count_bytes_restores_through_head(
-    tmp_path, postgres_server, source, env, db, corrupt
-):
-    """busybox's dd knows no iflag=count_bytes: the restore takes `head -c` then, the same
-    bytes, and the sha256 gate still holds."""
-    path, info = take_backup(source, backups_dir=tmp_path, fmt="custom")
-    if corrupt:
-        flip_byte(path, info.size // 2)
-    shimmed = _with_dd(tmp_path, env, 'echo "dd: invalid input flag" >&2; exit 1')
-    target = Source(runner=shimmed.runner, database=db, context="local", namespace="-", pod="-")
-    postgres_server.psql("UPDATE student SET age = 99 WHERE id = 1", db)
-    if corrupt:
-        with pytest.raises(CorruptBackup, match="sha256 differs"):
-            restore_backup(
-                path, target, full_reader=None, backups_dir=tmp_path, safety_backup=False
-            )
-        assert postgres_server.psql("SELECT age FROM student WHERE id = 1", db).strip() == "99"
-        return
-    report = restore_backup(
-        path, target, full_reader=None, backups_dir=tmp_path, safety_backup=False
-    )
-    assert report.tables == {"public.blobs": 2000, "public.student": 20000}
-    assert postgres_server.psql("SELECT age FROM student WHERE id = 1", db).strip() == "1"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
