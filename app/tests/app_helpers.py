@@ -38,6 +38,17 @@ def db_env(server: PostgresServer, database: str) -> dict[str, str]:
     }
 
 
+def blocked_requests(server: PostgresServer, database: str) -> int:
+    """The app's statements in ``database`` now waiting for a lock (pg_stat_activity)."""
+    return int(
+        server.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'student-api' "
+            f"AND wait_event_type = 'Lock' AND datname = '{database}'",
+            database,
+        )
+    )
+
+
 def settings_for(server: PostgresServer, database: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "db_host": server.host,

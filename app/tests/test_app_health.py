@@ -12,7 +12,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from app_helpers import free_port, pooled_connections, settings_for, wait_for_status
+from app_helpers import (
+    blocked_requests,
+    free_port,
+    pooled_connections,
+    settings_for,
+    wait_for_status,
+)
 from fastapi.testclient import TestClient
 
 from student_api.main import create_app
@@ -169,16 +175,6 @@ def test_exhausted_pool_answers_503_not_a_hang(
     assert after.status_code == 200
 
 
-def _blocked_requests(server: PostgresServer, database: str) -> int:
-    return int(
-        server.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'student-api' "
-            f"AND wait_event_type = 'Lock' AND datname = '{database}'",
-            database,
-        )
-    )
-
-
 def test_requests_beyond_the_pool_queue_at_its_gate_and_time_out_there(
     postgres_server: PostgresServer, fresh_database: str
 ) -> None:
@@ -196,7 +192,7 @@ def test_requests_beyond_the_pool_queue_at_its_gate_and_time_out_there(
             with ThreadPoolExecutor(4) as threads:
                 first = threads.submit(client.get, "/api/student")
                 deadline = time.monotonic() + 10
-                while _blocked_requests(postgres_server, fresh_database) < 1:
+                while blocked_requests(postgres_server, fresh_database) < 1:
                     assert time.monotonic() < deadline, (
                         "the first request never reached the database"
                     )

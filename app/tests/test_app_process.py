@@ -13,21 +13,11 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from app_helpers import AppProcess, db_env, free_port
+from app_helpers import AppProcess, blocked_requests, db_env, free_port
 
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
-
-
-def _blocked_requests(server: PostgresServer, database: str) -> int:
-    return int(
-        server.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'student-api' "
-            f"AND wait_event_type = 'Lock' AND datname = '{database}'",
-            database,
-        )
-    )
 
 
 def test_sigterm_keeps_serving_then_drains_in_flight_requests(
@@ -50,7 +40,7 @@ def test_sigterm_keeps_serving_then_drains_in_flight_requests(
         )
         in_flight.start()
         deadline = time.monotonic() + 10
-        while _blocked_requests(postgres_server, fresh_database) < 1:
+        while blocked_requests(postgres_server, fresh_database) < 1:
             assert time.monotonic() < deadline, "the request never reached the database"
             time.sleep(0.05)
 
