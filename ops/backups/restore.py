@@ -17,8 +17,8 @@ from ops.backups.commands import (
     DIGEST_DIFFERS,
     ROWS_MARKER,
     ROWS_RECEIVED,
-    SHA256_HEX,
     WIPE_DATABASE,
+    Gate,
     pg_command,
     restore_command,
     row_counts_command,
@@ -226,15 +226,14 @@ def _restore_stream(
             reader = agecrypt.DecryptingReader(f, identities, name=path.name)
             f = cast(IO[bytes], stack.enter_context(reader))
         advance = stack.enter_context(progress(f"restore {path.name}", size))
-        gate = None
+        gate: Gate | None = None
         if fmt == "custom":
             if hashed is not None:
-                digest_of = hashed.hexdigest
-                gate = (size, cast(str, sha256))
-                stream = cast(
-                    IO[bytes], _Concat([f, cast(IO[bytes], _Trailer(lambda: digest_of().encode()))])
-                )
-                total = size + SHA256_HEX
+                digest_of, sealed = hashed.hexdigest, Gate(cast(str, sha256))
+                seal = _Trailer(lambda: sealed.trailer(digest_of()))
+                stream = cast(IO[bytes], _Concat([f, cast(IO[bytes], seal)]))
+                total = size + sealed.trailer_size
+                gate = sealed
             else:
                 stream = f
                 total = size

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.backups.commands import pg_command, restore_command
+from ops.backups.commands import GATE_FILLER, Gate, pg_command, restore_command
 from ops.backups.daemon import _RECEIVE, fetch_from_daemon, list_daemon, send_to_daemon
 from ops.backups.dump import Source, take_backup
 from ops.backups.files import BackupInfo, sidecar_of, verify_backup
@@ -665,6 +665,41 @@ def test_a_custom_dump_cut_short_through_the_restore_pipe_never_commits(
         assert plain_sql(postgres_server, db) == before
 
 
+def test_a_gated_restore_commits_only_if_stdin_ends_with_its_own_seal(
+    tmp_path, postgres_server, source, db
+):
+    """pg_restore reads the dump straight off stdin (no `head -c` cutting it out); what
+    follows it decides: only this restore's nonce and the sidecar's sha256, as the client's
+    last bytes, commit. The sidecar's sha256 alone (what a file, or a stream cut short after
+    one, could end with), another digest, a seal cut short or nothing after the dump roll
+    back: the wipe before the dump with them."""
+    path, info = take_backup(source, backups_dir=tmp_path)
+    dumped = plain_sql(postgres_server, db)
+    postgres_server.psql(CHANGES_AFTER_THE_DUMP, db)
+    before = plain_sql(postgres_server, db)
+    data = path.read_bytes()
+    gate = Gate(info.sha256)
+    refused = {
+        "the sidecar's sha256 without the nonce": data + b"\n" * GATE_FILLER + info.sha256.encode(),
+        "another digest": data + gate.trailer("0" * 64),
+        "the seal cut short": data + gate.trailer(info.sha256)[:-1],
+        "nothing after the dump": data,
+    }
+    for name, stdin in refused.items():
+        with pytest.raises(ExecFailed, match="sha256 differs from its sidecar"):
+            source.runner.run(
+                restore_command(db, "custom", gate=gate),
+                stdin=io.BytesIO(stdin),
+                stdin_size=len(stdin),
+            )
+        assert plain_sql(postgres_server, db) == before, name
+    sealed = data + gate.trailer(info.sha256)
+    source.runner.run(
+        restore_command(db, "custom", gate=gate), stdin=io.BytesIO(sealed), stdin_size=len(sealed)
+    )
+    assert plain_sql(postgres_server, db) == dumped
+
+
 def test_a_server_process_killed_mid_restore_is_named_as_such(
     tmp_path, postgres_server, source, db
 ):
@@ -978,7 +1013,7 @@ def test_a_restore_reads_the_dumps_header_once(tmp_path, source, monkeypatch, si
         {"database": source.database, "backups_dir": str(tmp_path)}, environ={}
     )
     # The pod lookup is the one thing here without a cluster: the local PostgreSQL stands in.
-    monkeypatch.setattr(restore_session, "restore_source", lambda _settings: source)
+    monkeypatch.setattr(restore_session, "pod_source", lambda _settings: source)
     reads = []
     real_read_header = pgformat.read_header
 
@@ -1015,7 +1050,7 @@ def test_a_restore_is_a_plan_the_task_renders_asks_and_acts_on(
     settings = load_settings(
         {"database": source.database, "backups_dir": str(tmp_path)}, environ={}
     )
-    monkeypatch.setattr(restore_session, "restore_source", lambda _settings: source)
+    monkeypatch.setattr(restore_session, "pod_source", lambda _settings: source)
     plan = restore_session.plan_restore(
         settings, file=path, from_daemon=None, require_sidecar=False, safety_backup=False
     )
