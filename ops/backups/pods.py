@@ -84,16 +84,6 @@ def pod_source(settings: Settings) -> Source:
     )
 
 
-def restore_source(settings: Settings) -> Source:
-    """The pod to restore into, with its exec protocol already learned."""
-    from ops.execstream import PodExec
-
-    source = pod_source(settings)
-    if isinstance(source.runner, PodExec):
-        source.runner.protocol()
-    return source
-
-
 def daemon_runner(settings: Settings) -> CommandRunner:
     """A runner in the newest running pod of the backup daemon's Deployment."""
     from kubernetes.client import AppsV1Api, CoreV1Api

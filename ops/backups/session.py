@@ -20,7 +20,7 @@ from ops.backups.files import (
     sidecar_of,
     verify_backup,
 )
-from ops.backups.pods import daemon_runner, memory_limits, restore_source
+from ops.backups.pods import daemon_runner, memory_limits, pod_source
 from ops.backups.restore import RestoreReport, cross_database_check, restore_backup
 from ops.config import Settings
 from ops.console import human_size
@@ -105,11 +105,11 @@ def plan_restore(
         identities = backupkeys.identities_for(settings, file)
     elif from_daemon is not None and from_daemon.endswith(AGE_SUFFIX):
         identities = backupkeys.identities(settings, file=from_daemon)
-    # The pod lookup (with the Kubernetes client's slow import, and the exec protocol)
-    # runs while the file is hashed: hashlib releases the GIL, so on two cores the two
-    # overlap. A bad file is still reported first, and nothing touches the database before
-    # both are done.
-    pod_lookup = _InBackground(lambda: restore_source(settings))
+    # The pod's settings and kubeconfig are read while the file is checked (hashed, when it
+    # has no sidecar of backup.now: hashlib releases the GIL, so on two cores the two
+    # overlap). A bad file is still reported first, and nothing touches the database
+    # before both are done.
+    pod_lookup = _InBackground(lambda: pod_source(settings))
     if file is not None:
         verification = _verify_for_restore(
             file, require_sidecar, progress, pod=lambda: pod_lookup.result(), identities=identities

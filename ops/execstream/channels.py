@@ -3,7 +3,7 @@
 Every binary frame starts with a channel byte: 0 stdin, 1 stdout, 2 stderr, 3 the exit
 status (a JSON ``Status``), 255 (v5 only) a client's "close this channel" signal. Without
 v5 a client cannot end the remote stdin, so a command that reads stdin is size-delimited
-on the remote side (``head -c N``, see ``sized_stdin``).
+on the remote side (``head -c N``, see ``stdin_wrapped``).
 """
 
 from __future__ import annotations
@@ -21,16 +21,29 @@ STDIN, STDOUT, STDERR, STATUS, CLOSE = 0, 1, 2, 3, 255
 _DRAIN = '{ "$@"; status=$?; cat >/dev/null; exit $status; }'
 
 
-def sized_stdin(argv: Sequence[str], size: int | None) -> list[str]:
-    """Wrap ``argv`` so that it reads exactly ``size`` bytes of stdin, then sees EOF.
+# The wrapper of every command that reads stdin. Its first line is the client's, sent once
+# the handshake has told it the protocol: "-" (v5: stdin goes straight into the command
+# and ends with the close signal) or the size of the input (v4: `head -c N` ends it). So
+# no exec is spent learning the protocol first; without that line (stdin closed at once)
+# the command never runs. `read` takes the line a byte at a time, never more.
+_STDIN_WRAPPER = (
+    'IFS= read -r n || exit 125; if [ "$n" = - ]; then ' + _DRAIN + "; "
+    'else head -c "$n" | ' + _DRAIN + "; fi"
+)
 
-    This is what lets stdin end under ``v4.channel.k8s.io``, which has no close signal.
-    Whatever the command reads, all of stdin is consumed; the status is the command's own.
-    """
-    if size is None:
-        return ["sh", "-c", _DRAIN, "drained-stdin", *argv]
-    script = f'n="$1"; shift; head -c "$n" | {_DRAIN}'
-    return ["sh", "-c", script, "sized-stdin", str(size), *argv]
+
+def stdin_wrapped(argv: Sequence[str]) -> list[str]:
+    """Wrap ``argv`` to read the stdin line that says how its stdin ends (see
+    ``stdin_first_line``), then all of its stdin; the status is the command's own."""
+    return ["sh", "-c", _STDIN_WRAPPER, "stdin", *argv]
+
+
+def stdin_first_line(protocol: str, size: int | None) -> bytes | None:
+    """What the client sends first into ``stdin_wrapped``: None when the input cannot be
+    ended under ``protocol`` (v4 without its size)."""
+    if protocol == V5:
+        return b"-\n"
+    return None if size is None else f"{size}\n".encode()
 
 
 def exit_code_from_status(raw: bytes) -> tuple[int | None, str]:

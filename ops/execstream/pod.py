@@ -9,7 +9,13 @@ from urllib.parse import quote, urlencode
 
 from ops import kube
 from ops.errors import ClusterError, ExecFailed, NotFound
-from ops.execstream.channels import V4, V5, exit_code_from_status, sized_stdin
+from ops.execstream.channels import (
+    V4,
+    V5,
+    exit_code_from_status,
+    stdin_first_line,
+    stdin_wrapped,
+)
 from ops.execstream.runner import (
     CHUNK_SIZE,
     CommandRunner,
@@ -32,8 +38,8 @@ class PodExec(CommandRunner):
     """Runs commands in one pod's container over the exec API.
 
     Each command opens its own websocket with a fresh API client, closed once the
-    handshake is done. The exec protocol the API server chose is remembered by this runner
-    (one runner, one API server) and decides how stdin ends (see ``run``).
+    handshake is done. The exec protocol the API server chose in that handshake decides how
+    stdin ends (see ``channels.stdin_wrapped``).
     """
 
     def __init__(
@@ -59,50 +65,29 @@ class PodExec(CommandRunner):
         self.keepalive_seconds = keepalive_seconds
         self.chunk_size = chunk_size
         self._describe = describe
-        self._protocol: str | None = None
 
     @property
     def where(self) -> str:
         return f"pod {self.pod} ({self.target.context}/{self.target.namespace})"
 
-    def protocol(self) -> str:
-        """The exec protocol of this API server: the one an earlier exec of this runner was
-        answered with, else learned with one empty command.
-
-        Under v5 stdin goes straight into the command and ends with the close signal; only
-        under v4 does it pass the ``head -c N`` wrapper, an extra pipe in the pod that costs
-        CPU beside the command it feeds.
-        """
-        if self._protocol is None:
-            self.run(["sh", "-c", "exit 0"], check=False)
-        assert self._protocol is not None  # every run that returns has connected
-        return self._protocol
-
     def _execute(self, request: ExecRequest) -> CompletedExec:
         """Any exit (Ctrl-C included) closes the websocket, which ends the remote command's
         stdin and stdout: a remote ``pg_dump`` dies of SIGPIPE, a reader sees EOF."""
         args, stdin, stdin_size = request.args, request.stdin, request.stdin_size
-        command = args
-        expected = None
+        ws, protocol = self._connect(
+            stdin_wrapped(args) if stdin is not None else args, with_stdin=stdin is not None
+        )
+        lead = b""
         if stdin is not None:
-            expected = self.protocol()
-            command = sized_stdin(args, None if expected == V5 else stdin_size)
-        ws, protocol = self._connect(command, with_stdin=stdin is not None)
-        if stdin is not None and protocol != V5:
-            # Closing ends the command at once: its stdin sees EOF before any input.
-            if stdin_size is None:
-                ws.close()
+            first = stdin_first_line(protocol, stdin_size)
+            if first is None:
+                ws.close()  # the wrapper reads no first line: the command never runs
                 raise ExecFailed(
                     f"the API server speaks {protocol or 'an old exec protocol'}, which cannot "
                     "end stdin; the size of the input is needed",
                     hint="Upgrade the cluster to Kubernetes 1.30 or later, or pass the size.",
                 )
-            if protocol != expected:  # the command was started without its head -c wrapper
-                ws.close()
-                raise ExecFailed(
-                    f"the API server spoke {expected} a moment ago and now speaks {protocol}",
-                    hint="Run it again; nothing was sent.",
-                )
+            lead = first
         session = ExecSession(
             ws,
             protocol=protocol,
@@ -111,7 +96,7 @@ class PodExec(CommandRunner):
             stdin_size=stdin_size if stdin is not None else None,
         )
         try:
-            pumped = session.pump(stdin, request.sink, request.progress)
+            pumped = session.pump(stdin, request.sink, request.progress, stdin_lead=lead)
         finally:
             session.close()
         return self._result(args, pumped, session.stderr.text(), captured=request.captured())
@@ -191,8 +176,7 @@ class PodExec(CommandRunner):
             except ApiException as exc:
                 raise self._handshake_error(exc, host=str(client.configuration.host)) from exc
         ws: WebSocket = response.sock
-        self._protocol = str(getattr(response, "subprotocol", None) or "")
-        return ws, self._protocol
+        return ws, str(getattr(response, "subprotocol", None) or "")
 
     def _connect_direct(
         self, door: ExecDoor, argv: list[str], *, with_stdin: bool
@@ -223,8 +207,8 @@ class PodExec(CommandRunner):
         except (OSError, WebSocketException) as exc:
             raise unreachable(exc, door.host) from exc
         headers = ws.getheaders() or {}
-        self._protocol = str(ws.getsubprotocol() or headers.get("sec-websocket-protocol") or "")
-        return ws, self._protocol  # type: ignore[return-value]
+        protocol = str(ws.getsubprotocol() or headers.get("sec-websocket-protocol") or "")
+        return ws, protocol  # type: ignore[return-value]
 
     def _handshake_error(self, exc: Exception, *, host: str) -> ClusterError:
         # kubernetes.stream wraps every handshake failure as status 0 with the websocket's

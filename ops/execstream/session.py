@@ -140,15 +140,21 @@ class ExecSession:
         self._threads: list[threading.Thread] = []
 
     def pump(
-        self, stdin: IO[bytes] | None, stdout: IO[bytes] | Capture, progress: Progress | None
+        self,
+        stdin: IO[bytes] | None,
+        stdout: IO[bytes] | Capture,
+        progress: Progress | None,
+        *,
+        stdin_lead: bytes = b"",
     ) -> Pumped:
+        """``stdin_lead``: bytes sent before ``stdin`` (not counted as its bytes)."""
         from websocket import WebSocketConnectionClosedException
 
         # Pongs answer our pings, so a connection silent for 3 keep-alive periods is dead.
         self.ws.settimeout(self.keepalive * 3)
         self._start(self._ping_loop)
         if stdin is not None:
-            self._start(lambda: self._feed(stdin, progress))
+            self._start(lambda: self._feed(stdin, progress, stdin_lead))
         status: bytearray | None = None
         out_bytes = 0
         frames = SocketFrames(self.ws.sock, self.ws.lock, timeout=self.keepalive * 3)
@@ -234,7 +240,7 @@ class ExecSession:
         self._threads.append(thread)
         thread.start()
 
-    def _feed(self, stdin: IO[bytes], progress: Progress | None) -> None:
+    def _feed(self, stdin: IO[bytes], progress: Progress | None, lead: bytes) -> None:
         from websocket import WebSocketConnectionClosedException
 
         prefix = bytes([STDIN])
@@ -246,12 +252,15 @@ class ExecSession:
                     self._feeder_error = exc
                     self.ws.abort()
                     return
-                if not chunk:
+                if not chunk and not lead:
                     break
-                header, masked = masked_frame(prefix + chunk)
+                header, masked = masked_frame(b"".join((prefix, lead, chunk)))
+                lead = b""
                 with self.ws.lock:  # websocket-client's send lock: pings and close wait
                     self.ws.sock.sendall(header)
                     self.ws.sock.sendall(masked)
+                if not chunk:
+                    break
                 self._stdin_bytes += len(chunk)
                 if progress is not None:
                     progress(len(chunk))

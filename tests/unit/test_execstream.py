@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
 
 import pytest
 
 from ops.errors import ExecFailed, NotFound
 from ops.execstream import CompletedExec, LocalRunner, PodExec, StderrTail
-from ops.execstream.channels import exit_code_from_status, sized_stdin
+from ops.execstream.channels import exit_code_from_status, stdin_wrapped
 from ops.kube import KubeTarget
 from tests.fakes.exec_server import V4, V5, FakeExecServer, fake_exec_server
 
@@ -45,19 +46,49 @@ def test_v5_ends_stdin_with_the_close_signal_without_a_size():
     assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize(
-    ("protocols", "wrapped"), [((V5, V4), False), ((V4,), True)], ids=["v5", "v4-only"]
-)
-def test_stdin_goes_through_head_c_only_where_the_protocol_needs_it(protocols, wrapped):
+@pytest.mark.parametrize("protocols", PROTOCOLS)
+def test_no_exec_is_spent_learning_the_protocol(protocols):
+    """The handshake of the command itself tells the protocol; the first stdin line then
+    says how stdin ends (it used to cost an empty `sh -c 'exit 0'` exec first, 0.1 s)."""
     data = os.urandom(10_000)
     with fake_exec_server(protocols=protocols) as server:
         runner = pod_exec(server)
         for _ in range(2):
-            runner.run(["cat"], stdin=io.BytesIO(data), stdin_size=len(data), stdout=io.BytesIO())
+            out = io.BytesIO()
+            runner.run(["cat"], stdin=io.BytesIO(data), stdin_size=len(data), stdout=out)
+            assert out.getvalue() == data
         commands = server.behaviour.commands
-    # One empty command learns the protocol, once per API server; then the two uploads.
-    assert [c[-1] for c in commands] == ["exit 0", "cat", "cat"]
-    assert all(("head -c" in " ".join(c)) == wrapped for c in commands[1:])
+    assert [c[-1] for c in commands] == ["cat", "cat"]
+
+
+@pytest.mark.parametrize(
+    ("first_line", "stdin_of_the_command"),
+    [(b"-\n", "the file itself"), (b"5\n", "a pipe from head -c")],
+    ids=["v5", "v4"],
+)
+def test_stdin_goes_through_head_c_only_where_the_protocol_needs_it(
+    tmp_path, first_line, stdin_of_the_command
+):
+    """Under v5 the command reads the exec's stdin itself (no pipe more in the pod)."""
+    given = tmp_path / "stdin"
+    given.write_bytes(first_line + b"hello world")
+    probe = "readlink /proc/self/fd/0; cat"
+    with given.open("rb") as stdin:
+        out = subprocess.run(
+            stdin_wrapped(["sh", "-c", probe]), stdin=stdin, capture_output=True, check=True
+        ).stdout.decode()
+    where, read = out.split("\n", 1)
+    if stdin_of_the_command == "the file itself":
+        assert (where, read) == (str(given), "hello world")
+    else:
+        assert where.startswith("pipe:") and read == "hello"
+
+
+def test_a_command_whose_stdin_ends_before_its_first_line_never_runs(tmp_path):
+    done = subprocess.run(
+        stdin_wrapped(["touch", str(tmp_path / "ran")]), stdin=subprocess.DEVNULL, check=False
+    )
+    assert done.returncode != 0 and not (tmp_path / "ran").exists()
 
 
 def test_v4_without_a_size_refuses_instead_of_hanging():
@@ -159,9 +190,10 @@ def test_exit_status_from_the_error_channel(raw, expected):
     assert exit_code_from_status(raw)[0] == expected
 
 
-def test_sized_stdin_passes_arguments_as_words():
-    argv = sized_stdin(["pg_restore", "-d", "my db; rm -rf /"], 42)
-    assert argv[:2] == ["sh", "-c"] and argv[-4:] == ["42", "pg_restore", "-d", "my db; rm -rf /"]
+def test_the_stdin_wrapper_passes_arguments_as_words(tmp_path):
+    argv = ["sh", "-c", 'printf %s "$1" > "$2"', "sh", "my db; rm -rf /", str(tmp_path / "x")]
+    subprocess.run(stdin_wrapped(argv), input=b"3\nabc", check=True)
+    assert (tmp_path / "x").read_text() == "my db; rm -rf /"
 
 
 def test_result_is_a_frozen_value():
@@ -199,7 +231,7 @@ def test_the_api_client_of_each_exec_is_closed():
 
         runner = PodExec(TARGET, "postgres-0", client_factory=factory)
         runner.run(["cat"], stdin=io.BytesIO(b"x"), stdin_size=1, stdout=io.BytesIO())
-    assert opened == [[True], [True]]  # the protocol's probe, then the command
+    assert opened == [[True]]  # one command, one client (no probe of the protocol first)
 
 
 def test_the_local_runner_bounds_what_it_captures_like_pod_exec():
