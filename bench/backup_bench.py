@@ -36,10 +36,11 @@ of incompressible random bytes, then measures in one run:
            process, in front of the API server, and a kubeconfig that points at it: only
            the bench's own commands are throttled)
 
-  restores (--restores-only: instead of the above) one backup.now -Z0, then its restore by
-           inv backup.restore and by kubectl exec -i pg_restore, the order turning each
-           round; --before DIR adds the restore of another checkout's tasks (DIR's tasks.py
-           and ops/, run by this interpreter), so before and after come from one run
+  restores (--restores-only: instead of the above) for each of --restore-levels one
+           backup.now at that level, then its restore by inv backup.restore and by kubectl
+           exec -i pg_restore, the order turning each round; --before DIR adds the restore
+           of another checkout's tasks (DIR's tasks.py and ops/, run by this interpreter),
+           so before and after come from one run
 
 Each figure is the median of --rounds rounds (default 3), the pairs taking turns, so a
 slow moment of the machine does not land on one side only. Rates are MB of database
@@ -567,50 +568,48 @@ def restores(
     db_size: int,
     restore_args: list[str],
 ) -> None:
-    """inv backup.restore against kubectl exec -i pg_restore of the same -Z0 file, turn about
-    (and --before's checkout beside them)."""
+    """inv backup.restore against kubectl exec -i pg_restore of the same file, one file of
+    each of --restore-levels, turn about (and --before's checkout beside them)."""
     where = ["--context", context, "--namespace", NS, "--backups-dir", str(work)]
-    timed([*inv, "backup.now", "--compression", "0", *where], env=env)
-    made = next(work.glob("*.dump"))
-    task = [*inv, "backup.restore", "--file", str(made), "--yes", "--no-safety-backup", *where]
-    contenders: list[tuple[str, list[str], Path | None, Path]] = [
-        ("inv backup.restore", task, None, ROOT),
-        (
-            "kubectl exec -i pg_restore < file",
-            kubectl_exec(context, *restore_args, stdin=True),
-            made,
-            ROOT,
-        ),
-    ]
-    if args.before:
-        before = Path(args.before).resolve()
-        contenders.append(("inv backup.restore (--before)", task, None, before))
-    times: dict[str, list[float]] = {name: [] for name, *_ in contenders}
-    cpu: dict[str, list[float]] = {name: [] for name, *_ in contenders}
-    sampler = LoadSampler()
-    for n in range(args.rounds):
-        for name, argv, stdin, cwd in contenders if n % 2 == 0 else contenders[::-1]:
-            s, _ = timed(argv, stdin_path=stdin, env=env, cwd=cwd)
-            times[name].append(s)
-            cpu[name].append(CPU_SECONDS[-1])
-            print(f"  round {n + 1}: {name:<36} {s:6.1f} s", flush=True)
-    sampler.stop.set()
-    print(
-        f"\nmedians of {args.rounds} rounds; database {db_size / 1e6:.0f} MB, file "
-        f"{made.stat().st_size / 1e6:.0f} MB; {sampler.summary()}"
-    )
-    med = {name: statistics.median(v) for name, v in times.items()}
-    for name, secs in med.items():
-        rounds = ", ".join(f"{x:.1f}" for x in times[name])
+    for level in [int(x) for x in args.restore_levels.split(",")]:
+        for old in work.glob("*.dump*"):
+            old.unlink()
+        timed([*inv, "backup.now", "--compression", str(level), *where], env=env)
+        made = next(work.glob("*.dump"))
+        task = [*inv, "backup.restore", "--file", str(made), "--yes", "--no-safety-backup", *where]
+        ours, theirs = f"inv backup.restore, -Z{level} file", f"kubectl -i pg_restore, -Z{level}"
+        contenders: list[tuple[str, list[str], Path | None, Path]] = [
+            (ours, task, None, ROOT),
+            (theirs, kubectl_exec(context, *restore_args, stdin=True), made, ROOT),
+        ]
+        if args.before:
+            before = Path(args.before).resolve()
+            contenders.append((f"{ours} (--before)", task, None, before))
+        times: dict[str, list[float]] = {name: [] for name, *_ in contenders}
+        cpu: dict[str, list[float]] = {name: [] for name, *_ in contenders}
+        sampler = LoadSampler()
+        for n in range(args.rounds):
+            for name, argv, stdin, cwd in contenders if n % 2 == 0 else contenders[::-1]:
+                s, _ = timed(argv, stdin_path=stdin, env=env, cwd=cwd)
+                times[name].append(s)
+                cpu[name].append(CPU_SECONDS[-1])
+                print(f"  round {n + 1}: {name:<40} {s:6.1f} s", flush=True)
+        sampler.stop.set()
         print(
-            f"  {name:<36} {secs:6.1f} s  local CPU {statistics.median(cpu[name]):4.1f} s"
-            f"  (rounds {rounds})"
+            f"\nmedians of {args.rounds} rounds; database {db_size / 1e6:.0f} MB, -Z{level} "
+            f"file {made.stat().st_size / 1e6:.0f} MB; {sampler.summary()}"
         )
-    kubectl_s = med["kubectl exec -i pg_restore < file"]
-    print("ratios of the medians (above 1.0 = ours is faster):")
-    for name, secs in med.items():
-        if name.startswith("inv"):
-            print(f"  {name:<36} {kubectl_s / secs:5.2f}x kubectl")
+        med = {name: statistics.median(v) for name, v in times.items()}
+        for name, secs in med.items():
+            rounds = ", ".join(f"{x:.1f}" for x in times[name])
+            print(
+                f"  {name:<40} {secs:6.1f} s  local CPU {statistics.median(cpu[name]):4.1f} s"
+                f"  (rounds {rounds})"
+            )
+        print("ratios of the medians (above 1.0 = ours is faster):")
+        for name, secs in med.items():
+            if name.startswith("inv"):
+                print(f"  {name:<40} {med[theirs] / secs:5.2f}x kubectl")
 
 
 def main() -> None:
@@ -647,7 +646,9 @@ def main() -> None:
     )
     parser.add_argument("--levels", default="0,1,3,6", help="pg_dump -Z levels for --sweep")
     parser.add_argument(
-        "--restore-levels", default="0,1", help="Restore the files of these levels (--sweep)"
+        "--restore-levels",
+        default="0,1",
+        help="Restore the files of these levels (--sweep, --restores-only)",
     )
     parser.add_argument(
         "--limit-mbit", type=float, default=100, help="The limited link (--sweep; 0: none)"
