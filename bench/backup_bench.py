@@ -42,6 +42,7 @@ of incompressible random bytes, then measures in one run:
            of another checkout's tasks (DIR's tasks.py and ops/, run by this interpreter),
            so before and after come from one run
 
+ops/ and tasks.py (and --before's) are byte-compiled first, as an installed copy is.
 Each figure is the median of --rounds rounds (default 3), the pairs taking turns, so a
 slow moment of the machine does not land on one side only. Rates are MB of database
 (pg_database_size) per second; RSS is the peak of the local process (the task, or
@@ -654,6 +655,12 @@ def main() -> None:
         "--limit-mbit", type=float, default=100, help="The limited link (--sweep; 0: none)"
     )
     args = parser.parse_args()
+    # As an installed copy is: where PYTHONDONTWRITEBYTECODE is set (as in some sandboxes),
+    # every `inv` would otherwise compile ops/ from source (~25 ms a process).
+    for tree in [ROOT, *([Path(args.before).resolve()] if args.before else [])]:
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "ops", "tasks.py"], cwd=tree, check=True
+        )
     if not args.sweep and not args.restores_only:
         crypto_rates(args.crypto_mib)
     if args.crypto_only:
