@@ -109,7 +109,7 @@ def timed(
     proc.returncode = os.waitstatus_to_exitcode(status)
     for f in (out, inp):
         if hasattr(f, "close"):
-            f.close()  # type: ignore[union-attr]
+            f.close()
     if proc.returncode != 0:
         raise SystemExit(f"{argv[:4]} exited {proc.returncode}: {err.decode()[-2000:]}")
     return seconds, usage.ru_maxrss / 1024
@@ -264,7 +264,7 @@ def crypto_rates(mib: int) -> None:
     found = agecrypt.age_cli
     agecrypt.age_cli = lambda: None  # type: ignore[assignment]  # as where age is missing
     measure("ops.agecrypt encrypt (pyrage child), 256 KiB writes", lambda: encrypt(Null()))
-    agecrypt.age_cli = found  # type: ignore[assignment]
+    agecrypt.age_cli = found
     # A ciphertext of 64 MiB, decrypted as often as needed for the total (memory stays small).
     keep = Keep()
     reps = max(total // (64 * 1024 * 1024), 1)
@@ -289,7 +289,7 @@ def crypto_rates(mib: int) -> None:
         measure("ops.agecrypt decrypt (age CLI child), 256 KiB reads", decrypt)
     agecrypt.age_cli = lambda: None  # type: ignore[assignment]
     measure("ops.agecrypt decrypt (pyrage child), 256 KiB reads", decrypt)
-    agecrypt.age_cli = found  # type: ignore[assignment]
+    agecrypt.age_cli = found
     age = shutil.which("age")
     if age:
         plain = Path(tempfile.mkdtemp()) / "plain"
@@ -540,23 +540,24 @@ def sweep(
     print(f"{'link':<12} {'':<44} {'time':>8} {'db rate':>10} {'file':>8} {'peak RSS':>9}")
     med = {key: statistics.median(v) for key, v in times.items()}
     for (link, name), secs in med.items():
-        size = f"{sizes[name] / 1e6:5.0f} MB" if name in sizes else "       -"
-        rss = f"{peaks[(link, name)]:5.0f} MiB" if (link, name) in peaks else "        -"
-        print(f"{link:<12} {name:<44} {secs:6.1f} s {db_size / secs / 1e6:5.0f} MB/s {size} {rss}")
+        size_cell = f"{sizes[name] / 1e6:5.0f} MB" if name in sizes else "       -"
+        rss_cell = f"{peaks[(link, name)]:5.0f} MiB" if (link, name) in peaks else "        -"
+        rate = db_size / secs / 1e6
+        print(f"{link:<12} {name:<44} {secs:6.1f} s {rate:5.0f} MB/s {size_cell} {rss_cell}")
     print("\nratios of the medians (above 1.0 = ours is faster):")
     for link, _ in links:
         z0 = med[(link, "kubectl exec pg_dump -Fc -Z0 > file")]
-        seed = med[(link, "kubectl exec pg_dump -Fc > file (seed)")]
+        seeds = med[(link, "kubectl exec pg_dump -Fc > file (seed)")]
         for level in levels:
-            ours = med[(link, f"inv backup.now -Z{level}")]
+            dumped = med[(link, f"inv backup.now -Z{level}")]
             print(
-                f"  {link:<12} backup.now -Z{level}: {z0 / ours:5.2f}x kubectl -Z0, "
-                f"{seed / ours:5.2f}x the seed (kubectl pg_dump -Fc)"
+                f"  {link:<12} backup.now -Z{level}: {z0 / dumped:5.2f}x kubectl -Z0, "
+                f"{seeds / dumped:5.2f}x the seed (kubectl pg_dump -Fc)"
             )
         for level in restore_levels:
-            ours = med[(link, f"inv backup.restore -Z{level} file")]
+            restored = med[(link, f"inv backup.restore -Z{level} file")]
             theirs = med[(link, f"kubectl exec -i pg_restore < -Z{level} file")]
-            print(f"  {link:<12} backup.restore -Z{level} file: {theirs / ours:5.2f}x kubectl")
+            print(f"  {link:<12} backup.restore -Z{level} file: {theirs / restored:5.2f}x kubectl")
 
 
 def restores(
@@ -781,13 +782,14 @@ def main() -> None:
                 "dump", "in the pod: pg_dump -Fc (zlib) > /dev/null", f"{in_pod_dump} >/dev/null"
             )
             # the transport alone, as many bytes as our dump
-            n = str(size)
+            count = str(size)
             s, rss = timed(
-                [sys.executable, "-c", EXEC_ZEROS, os.environ["KUBECONFIG"], context, NS, n]
+                [sys.executable, "-c", EXEC_ZEROS, os.environ["KUBECONFIG"], context, NS, count]
             )
             record("exec", "our stream: head -c N /dev/zero > /dev/null", s, rss, size)
             s, rss = timed(
-                kubectl_exec(context, "head", "-c", n, "/dev/zero"), stdout_path=Path(os.devnull)
+                kubectl_exec(context, "head", "-c", count, "/dev/zero"),
+                stdout_path=Path(os.devnull),
             )
             record("exec", "kubectl exec head -c N /dev/zero > /dev/null", s, rss, size)
             # restores

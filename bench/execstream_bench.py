@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
     from ops.execstream import PodExec
 
 MiB = 1024 * 1024
@@ -67,8 +70,8 @@ def _target() -> object:
     return KubeTarget(kubeconfig=None, context="bench", namespace="bench")
 
 
-def _factory(host: str) -> object:
-    def make(_target: object) -> object:
+def _factory(host: str) -> Callable[[object], ApiClient]:
+    def make(_target: object) -> ApiClient:
         from kubernetes.client import ApiClient, Configuration
 
         return ApiClient(Configuration(host=host))
@@ -133,7 +136,7 @@ def case_websocket(size: int, host: str) -> int:
         ]
     )
     ws = WebSocket()
-    ws.connect(
+    ws.connect(  # type: ignore[no-untyped-call]
         host.replace("http://", "ws://") + f"/api/v1/namespaces/bench/pods/p/exec?{query}",
         header=["sec-websocket-protocol: v5.channel.k8s.io,v4.channel.k8s.io"],
     )
@@ -152,7 +155,7 @@ def case_stock(size: int, host: str) -> int:
     from kubernetes.client import CoreV1Api
     from kubernetes.stream import stream
 
-    api = CoreV1Api(_factory(host)(None))  # type: ignore[arg-type]
+    api = CoreV1Api(_factory(host)(None))
     resp = stream(
         api.connect_get_namespaced_pod_exec,
         "p",
