@@ -25,6 +25,7 @@ $LAB = $MANIFEST_LAB_DIR (default /tmp/manifest-lab); cache = $MANIFEST_LAB_CACH
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         _timed(phases[args.command])
+        sys.stdout.flush()  # a closed pipe is found here, not at the interpreter's exit
     except LabError as exc:
         print(f"[lab] FAILED ({args.command}): {exc}", file=sys.stderr, flush=True)
         if args.command in {"up", "cluster-up", "services-up", "harbor-up"}:
@@ -149,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader stopped reading (`lab.py status | head`): the output it wanted was given.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 
