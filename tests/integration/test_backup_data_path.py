@@ -33,7 +33,7 @@ from ops.errors import (
 )
 from ops.execstream import LocalRunner, PodExec
 from ops.kube import KubeTarget
-from tests.fakes.exec_server import fake_exec_server
+from tests.fakes.exec_server import V4, V5, fake_exec_server
 from tests.support.services import require
 
 pytestmark = pytest.mark.integration
@@ -700,6 +700,30 @@ def test_a_gated_restore_commits_only_if_stdin_ends_with_its_own_seal(
     assert plain_sql(postgres_server, db) == dumped
 
 
+@pytest.mark.parametrize("protocols", ["v5", "v4"])
+def test_a_gated_restore_through_the_exec_api_under_either_protocol(
+    tmp_path, postgres_server, env, source, db, protocols
+):
+    """Through the exec wire protocol: under v5 pg_restore reads the exec's stdin itself and
+    the seal is what comes before the close signal; under v4 `head -c` ends stdin. Either
+    way a good file commits and an altered one of the same length does not."""
+    path, _ = take_backup(source, backups_dir=tmp_path)
+    dumped = plain_sql(postgres_server, db)
+    postgres_server.psql(CHANGES_AFTER_THE_DUMP, db)
+    chosen = (V5, V4) if protocols == "v5" else (V4,)
+    with fake_exec_server(env=env, protocols=chosen) as server:
+        restore_backup(path, pod_source(server, db), full_reader=None, backups_dir=tmp_path / "s")
+        assert plain_sql(postgres_server, db) == dumped
+        postgres_server.psql(CHANGES_AFTER_THE_DUMP, db)
+        changed = plain_sql(postgres_server, db)
+        flip_byte(path, path.stat().st_size // 2)
+        with pytest.raises(CorruptBackup, match="sha256 differs from its sidecar"):
+            restore_backup(
+                path, pod_source(server, db), full_reader=None, backups_dir=tmp_path / "s"
+            )
+    assert plain_sql(postgres_server, db) == changed
+
+
 def test_a_server_process_killed_mid_restore_is_named_as_such(
     tmp_path, postgres_server, source, db
 ):
@@ -796,7 +820,6 @@ def test_a_plain_restore_stream_cut_short_never_commits(tmp_path, postgres_serve
 
 @pytest.mark.parametrize("protocols", ["v5", "v4"])
 def test_send_to_daemon_checks_sha256_there_and_never_overwrites(tmp_path, env, source, protocols):
-    from tests.fakes.exec_server import V4, V5
 
     path, info = take_backup(source, backups_dir=tmp_path / "local")
     volume = tmp_path / "volume"
