@@ -681,13 +681,14 @@ def _wait_statefulset(
 ) -> None:
     from kubernetes.client import AppsV1Api, CoreV1Api
 
-    from ops.rollout import first_fatal, pod_log_tail, pod_problems
+    from ops.rollout import ProblemJudge, pod_log_tail, pod_problems
 
     name = obj["metadata"]["name"]
     selector = ",".join(
         f"{k}={v}" for k, v in (_dig(obj, "spec", "selector", "matchLabels") or {}).items()
     )
     seen: set[tuple[str, str, str]] = set()
+    judge = ProblemJudge()
     while True:
         with api_errors("StatefulSet", name=name, namespace=namespace):
             sts = client.sanitize_for_serialization(
@@ -704,7 +705,7 @@ def _wait_statefulset(
                 seen.add(problem.key)
                 if on_problem is not None:
                     on_problem(problem)
-        fatal = first_fatal(problems)
+        fatal = judge.first_fatal(problems)
         if fatal is not None:
             raise RolloutFailed(
                 f"StatefulSet {name!r} in namespace {namespace!r} is not ready: {fatal}",

@@ -62,6 +62,19 @@ FAIL_FAST_HINTS: Mapping[str, str] = {
     "message above (often the command or the security context).",
 }
 BAD_WAITING_REASONS = frozenset(FAIL_FAST_HINTS)
+# Reasons the kubelet retries by itself and that a healthy cluster shows for a moment: a pod
+# is created before the node authorizer has linked it to its Secrets, so the kubelet cannot
+# read them yet (it pulls without the pull secret: 401; or cannot build the environment), or
+# a Secret is applied a second after the pod. Seen on the lab under load: the first pull of a
+# new namespace's pod failed with 401, the kubelet's retry 3 s later succeeded. These fail
+# the rollout only when still there after the kubelet's retry (its image back-off starts at
+# 10 s); the two pull reasons are one problem (the kubelet alternates them).
+RETRIED_BY_KUBELET: Mapping[str, str] = {
+    "ErrImagePull": "pull",
+    "ImagePullBackOff": "pull",
+    "CreateContainerConfigError": "config",
+}
+RETRY_GRACE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,10 +121,16 @@ class PodProblem:
 
     @property
     def fatal(self) -> bool:
-        """Will not fix itself: fail the rollout now (a crash loop only after a restart)."""
+        """Of a kind that does not fix itself (a crash loop only after a restart); one the
+        kubelet retries counts only when it outlasts the retry (``ProblemJudge``)."""
         if self.reason == "CrashLoopBackOff":
             return self.restarts >= 1
         return self.reason in FAIL_FAST_HINTS
+
+    @property
+    def retried_as(self) -> str | None:
+        """What the kubelet retries when it shows this reason (``pull``), if it does."""
+        return RETRIED_BY_KUBELET.get(self.reason)
 
     @property
     def hint(self) -> str:
@@ -445,6 +464,7 @@ def _wait(
 ) -> RolloutResult:
     started = time.monotonic()
     seen: list[PodProblem] = []  # a crash-looping pod is between reasons at times: remember
+    judge = ProblemJudge()
     latest: dict[str, Any] = {}
 
     def fetch() -> RolloutStatus:
@@ -457,7 +477,7 @@ def _wait(
                     seen.append(problem)
                     if on_problem is not None:
                         on_problem(problem)
-            fatal = first_fatal(problems)
+            fatal = judge.first_fatal(problems)
             if fatal is not None:
                 raise _FailFast(fatal)
         return status
@@ -512,9 +532,32 @@ def _wait(
     )
 
 
-def first_fatal(problems: Sequence[PodProblem]) -> PodProblem | None:
-    """The first problem that will not fix itself, if any (pure)."""
-    return next((p for p in problems if p.fatal), None)
+class ProblemJudge:
+    """Which of the problems seen while waiting fail the rollout now: one that will not fix
+    itself at once, one the kubelet retries (a pull, a Secret it cannot read yet) only once
+    it has lasted ``grace`` seconds in the same container."""
+
+    def __init__(
+        self,
+        *,
+        grace: float = RETRY_GRACE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._grace = grace
+        self._clock = clock
+        self._since: dict[tuple[str, str, str], float] = {}
+
+    def first_fatal(self, problems: Sequence[PodProblem]) -> PodProblem | None:
+        now = self._clock()
+        for problem in problems:
+            if not problem.fatal:
+                continue
+            if problem.retried_as is None:
+                return problem
+            key = (problem.pod, problem.container, problem.retried_as)
+            if now - self._since.setdefault(key, now) >= self._grace:
+                return problem
+        return None
 
 
 def pod_log_tail(client: ApiClient, namespace: str, problem: PodProblem) -> list[str]:

@@ -11,12 +11,13 @@ from ops.errors import RolloutFailed
 from ops.rollout import (
     FAIL_FAST_HINTS,
     RESTARTED_AT,
+    RETRY_GRACE_SECONDS,
     PodProblem,
+    ProblemJudge,
     RolloutStatus,
     app_container,
     current_replica_set,
     evaluate,
-    first_fatal,
     image_name,
     image_patch,
     own_events,
@@ -448,9 +449,72 @@ def test_the_first_fatal_problem_is_chosen_from_recorded_pods() -> None:
     pods[2]["status"]["containerStatuses"][0]["restartCount"] = 2
     problems = pod_problems(pods)
     assert [p.restarts for p in problems] == [0, 2]
-    found = first_fatal(problems)
+    clock = FakeClock()
+    judge = ProblemJudge(clock=clock)
+    found = judge.first_fatal(problems)  # the pull is retried by the kubelet: the crash loop
+    assert found is not None and found.reason == "CrashLoopBackOff"
+    clock.sleep(RETRY_GRACE_SECONDS)
+    found = judge.first_fatal(problems)  # the pull outlasted the retry: first in order
     assert found is not None and found.reason == "ImagePullBackOff"
-    assert first_fatal([problem("CrashLoopBackOff", 0), problem("Error", 1)]) is None
+    assert judge.first_fatal([problem("CrashLoopBackOff", 0), problem("Error", 1)]) is None
+
+
+# Seen in CI on the lab: the first pull of a new namespace's pod was made before the node
+# authorizer linked the pod to its pull secret (kubelet: "Unable to retrieve pull secret ...
+# failed to sync secret cache"), so it went out without credentials and got 401; the
+# kubelet's retry 3 s later pulled the image. The rollout had failed at the first poll.
+UNAUTHORIZED_PULL = (
+    'failed to pull and unpack image "localhost:30002/e2e/rollout-bb0e89bb:latest": failed to '
+    'resolve reference "localhost:30002/e2e/rollout-bb0e89bb:latest": pulling from host '
+    "localhost:30002 failed with status code [manifests latest]: 401 Unauthorized"
+)
+
+
+def waiting(reason: str, message: str = "") -> PodProblem:
+    return PodProblem(
+        pod="e2e-app-65d4f98585-ftz46", container="app", reason=reason, message=message
+    )
+
+
+def test_a_pull_refused_once_then_retried_by_the_kubelet_does_not_fail_the_rollout() -> None:
+    clock = FakeClock()
+    judge = ProblemJudge(clock=clock)
+    polls = [
+        [waiting("ErrImagePull", UNAUTHORIZED_PULL)],
+        [waiting("ImagePullBackOff", 'Back-off pulling image "localhost:30002/e2e/rollout"')],
+        [waiting("ImagePullBackOff")],
+        [],  # the kubelet's retry pulled it: the container runs
+    ]
+    for problems in polls:
+        assert judge.first_fatal(problems) is None, f"failed at {clock.now:g} s"
+        clock.sleep(1.0)
+
+
+def test_a_pull_that_keeps_failing_fails_the_rollout_after_the_kubelets_retry() -> None:
+    clock = FakeClock()
+    judge = ProblemJudge(clock=clock)
+    reasons = ["ErrImagePull", "ImagePullBackOff"]  # the kubelet alternates them: one problem
+    found = None
+    while found is None and clock.now < 120:
+        found = judge.first_fatal([waiting(reasons[int(clock.now) % 2], "manifest unknown")])
+        clock.sleep(1.0)
+    assert found is not None
+    assert clock.now - 1.0 == RETRY_GRACE_SECONDS
+
+
+@pytest.mark.parametrize("reason", ["InvalidImageName", "ErrImageNeverPull", "RunContainerError"])
+def test_a_problem_the_kubelet_does_not_retry_fails_at_the_first_poll(reason: str) -> None:
+    assert ProblemJudge(clock=FakeClock()).first_fatal([waiting(reason)]) is not None
+
+
+def test_a_secret_applied_a_moment_after_the_pod_does_not_fail_the_rollout() -> None:
+    clock = FakeClock()
+    judge = ProblemJudge(clock=clock)
+    assert (
+        judge.first_fatal([waiting("CreateContainerConfigError", 'secret "x" not found')]) is None
+    )
+    clock.sleep(RETRY_GRACE_SECONDS)
+    assert judge.first_fatal([waiting("CreateContainerConfigError")]) is not None
 
 
 def event(kind: str, name: str, reason: str, when: str) -> dict[str, Any]:
