@@ -244,7 +244,16 @@ class ExecSession:
         from websocket import WebSocketConnectionClosedException
 
         prefix = bytes([STDIN])
+
+        def send(data: bytes) -> None:
+            header, masked = masked_frame(prefix + data)
+            with self.ws.lock:  # websocket-client's send lock: pings and close wait
+                self.ws.sock.sendall(header)
+                self.ws.sock.sendall(masked)
+
         try:
+            if lead:
+                send(lead)
             while not self._stop.is_set():
                 try:
                     chunk = stdin.read(self.chunk_size)
@@ -252,15 +261,9 @@ class ExecSession:
                     self._feeder_error = exc
                     self.ws.abort()
                     return
-                if not chunk and not lead:
-                    break
-                header, masked = masked_frame(b"".join((prefix, lead, chunk)))
-                lead = b""
-                with self.ws.lock:  # websocket-client's send lock: pings and close wait
-                    self.ws.sock.sendall(header)
-                    self.ws.sock.sendall(masked)
                 if not chunk:
                     break
+                send(chunk)
                 self._stdin_bytes += len(chunk)
                 if progress is not None:
                     progress(len(chunk))
